@@ -1,0 +1,183 @@
+//! The store traits: Drasi's seed trait and the richer contract the runtime uses.
+
+use async_trait::async_trait;
+
+use crate::error::{IndexError, StoreError};
+use crate::model::{
+    Checkpoint, Commit, CommitReceipt, OutboxEntry, QueryInfo, RowChunk, RowMutation,
+};
+
+/// Rows per chunk when the seed trait's `read_snapshot` collects a whole snapshot.
+const SEED_SNAPSHOT_CHUNK_ROWS: usize = 4096;
+
+/// Persistent live results storage for query snapshot recovery (Drasi's seed trait).
+///
+/// Every [`ResultStore`] implements it through a blanket impl; it is the view of the store
+/// that knows nothing of sequences, outboxes or checkpoints.
+#[async_trait]
+pub trait LiveResultsWriter: Send + Sync {
+    /// Applies a batch of row mutations atomically: all of them or none.
+    ///
+    /// `Some(bytes)` upserts, `None` deletes (deleting an absent row is fine). When a signature
+    /// appears twice in one batch, the last mutation wins.
+    async fn apply_mutations(
+        &self,
+        query_id: &str,
+        mutations: &[RowMutation<'_>],
+    ) -> Result<(), IndexError>;
+
+    /// Reads every live row of a query as `(row_signature, data)` pairs, in unspecified order.
+    /// An unknown query reads as empty.
+    async fn read_snapshot(&self, query_id: &str) -> Result<Vec<(u64, Vec<u8>)>, IndexError>;
+
+    /// Removes everything of one query; other queries are untouched.
+    async fn clear(&self, query_id: &str) -> Result<(), IndexError>;
+
+    /// The exact number of live rows of a query.
+    async fn row_count(&self, query_id: &str) -> Result<usize, IndexError>;
+}
+
+/// The full store contract (DESIGN §3.2).
+///
+/// Commits to one query are serialised; commits to different queries may run in parallel.
+/// Implementations never block the async executor: blocking work runs on a blocking pool.
+#[async_trait]
+pub trait ResultStore: Send + Sync {
+    /// Applies one commit atomically: its row mutations, its sequence span and its outbox entry
+    /// become visible and durable together or not at all.
+    ///
+    /// A sequenced commit must start after the query's committed sequence
+    /// ([`StoreError::SequenceRegression`] otherwise); gaps are allowed, since skipping them is
+    /// the runtime's policy decision, not the store's.
+    async fn commit(&self, query_id: &str, commit: Commit<'_>)
+        -> Result<CommitReceipt, StoreError>;
+
+    /// Sequence, exact row count and epoch of one query; an unknown query reads as empty.
+    async fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError>;
+
+    /// Removes the query's rows, outbox and reaction checkpoints, resets its sequence to `None`
+    /// and increments its epoch, without scanning rows. Returns the new state.
+    async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError>;
+
+    /// A point-in-time snapshot: the rows and the sequence they correspond to, from one
+    /// consistent view, delivered in chunks of at most `chunk_rows` rows so that a large query
+    /// never has to sit in memory at once.
+    async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError>;
+
+    /// Up to `max_entries` outbox entries whose span ends after `after` (`None`: from the start
+    /// of the query's history), oldest first.
+    ///
+    /// Returns [`StoreError::OutboxGap`] when entries right after `after` have been evicted:
+    /// never a silent partial answer.
+    async fn read_outbox(
+        &self,
+        query_id: &str,
+        after: Option<u64>,
+        max_entries: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The durable checkpoint of a reaction in a query, if any.
+    async fn checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+    ) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Durably records a reaction's checkpoint in a query.
+    async fn save_checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a reaction's checkpoint in a query (absent is fine).
+    async fn delete_checkpoint(&self, reaction_id: &str, query_id: &str) -> Result<(), StoreError>;
+
+    /// Every query the store knows (one that was ever committed to, including cleared ones),
+    /// ordered by id.
+    async fn list_queries(&self) -> Result<Vec<QueryInfo>, StoreError>;
+
+    /// Makes every acknowledged commit durable against power loss (syncs the WAL) and
+    /// releases background work. The store remains usable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The source of a snapshot's chunks; each backend provides its own.
+#[async_trait]
+pub trait SnapshotChunks: Send {
+    /// The next chunk, or `None` when the snapshot is exhausted.
+    async fn next_chunk(&mut self) -> Result<Option<RowChunk>, StoreError>;
+}
+
+/// A point-in-time snapshot of one query, read chunk by chunk.
+pub struct Snapshot {
+    info: QueryInfo,
+    chunks: Box<dyn SnapshotChunks>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Pairs the state the snapshot was taken at with the source of its rows.
+    pub fn new(info: QueryInfo, chunks: Box<dyn SnapshotChunks>) -> Self {
+        Snapshot { info, chunks }
+    }
+
+    /// The sequence, row count and epoch the rows correspond to.
+    pub fn info(&self) -> &QueryInfo {
+        &self.info
+    }
+
+    /// The next chunk of rows, or `None` when all rows have been read.
+    pub async fn next_chunk(&mut self) -> Result<Option<RowChunk>, StoreError> {
+        self.chunks.next_chunk().await
+    }
+
+    /// Reads every remaining row into memory (for small queries and tests).
+    pub async fn collect_rows(mut self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut rows = Vec::with_capacity(usize::try_from(self.info.row_count).unwrap_or(0));
+        while let Some(chunk) = self.next_chunk().await? {
+            rows.extend(chunk.iter().map(|(s, d)| (s, d.to_vec())));
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl<S: ResultStore + ?Sized> LiveResultsWriter for S {
+    async fn apply_mutations(
+        &self,
+        query_id: &str,
+        mutations: &[RowMutation<'_>],
+    ) -> Result<(), IndexError> {
+        self.commit(query_id, Commit::rows(mutations))
+            .await
+            .map(|_| ())
+    }
+
+    async fn read_snapshot(&self, query_id: &str) -> Result<Vec<(u64, Vec<u8>)>, IndexError> {
+        self.snapshot(query_id, SEED_SNAPSHOT_CHUNK_ROWS)
+            .await?
+            .collect_rows()
+            .await
+    }
+
+    async fn clear(&self, query_id: &str) -> Result<(), IndexError> {
+        self.clear_query(query_id).await.map(|_| ())
+    }
+
+    async fn row_count(&self, query_id: &str) -> Result<usize, IndexError> {
+        let count = self.query_info(query_id).await?.row_count;
+        usize::try_from(count).map_err(|_| StoreError::Corrupt {
+            what: format!("row count of query {query_id:?}"),
+            detail: format!("{count} does not fit in usize"),
+        })
+    }
+}

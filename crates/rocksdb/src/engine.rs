@@ -1,0 +1,494 @@
+//! The synchronous engine: every RocksDB call lives here and runs on a blocking thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use liveresults_core::codec::records::{self, MetaRecord};
+use liveresults_core::rules::{self, OutboxWindow, SignatureSet};
+use liveresults_core::{
+    Checkpoint, CommitReceipt, ErrorClass, OutboxEntry, QueryInfo, SequenceSpan, StoreError,
+};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::{corrupt_record, from_rocksdb};
+use crate::keys::{self, QueryPrefix};
+use crate::options::{RocksStoreOptions, INDEX_BYTES_PER_ROW};
+use crate::owned::OwnedCommit;
+use crate::state::{IndexBudget, QueryHandle, QueryState, SignatureIndex};
+
+/// Column family of the rows.
+pub(crate) const CF_ROWS: &str = "rows";
+/// Column family of the outbox entries.
+pub(crate) const CF_OUTBOX: &str = "outbox";
+/// Column family of the per-query meta records.
+pub(crate) const CF_META: &str = "meta";
+/// Column family of reaction checkpoints.
+pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
+const COLUMN_FAMILIES: [&str; 4] = [CF_ROWS, CF_OUTBOX, CF_META, CF_CHECKPOINTS];
+
+/// Key of the format-version record in the default column family.
+const FORMAT_KEY: &[u8] = b"liveresults.format_version";
+/// The on-disk format this build writes and reads (keys, records and column families).
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+/// The open database plus per-query state.
+pub(crate) struct Engine {
+    pub(crate) db: DB,
+    pub(crate) path: String,
+    write_options: WriteOptions,
+    options: RocksStoreOptions,
+    queries: RwLock<HashMap<String, Arc<QueryHandle>>>,
+    budget: IndexBudget,
+}
+
+fn poisoned<T>(_: PoisonError<T>) -> StoreError {
+    StoreError::Backend {
+        backend: "rocksdb",
+        class: ErrorClass::Permanent,
+        message: "engine lock poisoned by an earlier panic".into(),
+    }
+}
+
+impl Engine {
+    pub(crate) fn open(path: &Path, options: RocksStoreOptions) -> Result<Engine, StoreError> {
+        let shown = path.display().to_string();
+        let cf_opts = options.cf_options();
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&options.db_options(), path, descriptors)
+            .map_err(|e| from_rocksdb(e, &shown))?;
+        check_format(&db, &shown)?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync_commits);
+        write_options.disable_wal(false);
+        let budget = IndexBudget::new(options.signature_index_bytes / INDEX_BYTES_PER_ROW);
+        Ok(Engine {
+            db,
+            path: shown,
+            write_options,
+            options,
+            queries: RwLock::default(),
+            budget,
+        })
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
+            what: format!("store at {}", self.path),
+            detail: format!("column family {name:?} is missing"),
+        })
+    }
+
+    pub(crate) fn rocks(&self, err: rocksdb::Error) -> StoreError {
+        from_rocksdb(err, &self.path)
+    }
+
+    /// The handle of a query already in memory, without touching the disk.
+    pub(crate) fn cached(&self, query_id: &str) -> Option<Arc<QueryHandle>> {
+        self.queries.read().ok()?.get(query_id).cloned()
+    }
+
+    /// The handle of a query, loading its meta record and outbox bookkeeping on first use.
+    fn handle(&self, query_id: &str) -> Result<Arc<QueryHandle>, StoreError> {
+        if let Some(handle) = self.cached(query_id) {
+            return Ok(handle);
+        }
+        let prefix = QueryPrefix::new(query_id)?;
+        let meta = self.read_meta(query_id, &prefix, None)?.unwrap_or_default();
+        let window = self.load_window(&prefix, meta.evicted_through)?;
+        let handle = Arc::new(QueryHandle {
+            query_id: query_id.to_owned(),
+            prefix,
+            state: Mutex::new(QueryState {
+                meta,
+                window,
+                index: SignatureIndex::Unloaded,
+            }),
+            published: Mutex::new(meta),
+        });
+        let mut queries = self.queries.write().map_err(poisoned)?;
+        // Another thread may have loaded it meanwhile; keep the first so locks stay shared.
+        Ok(Arc::clone(
+            queries.entry(query_id.to_owned()).or_insert(handle),
+        ))
+    }
+
+    /// Reads a query's meta record, from `snapshot` when given.
+    pub(crate) fn read_meta(
+        &self,
+        query_id: &str,
+        prefix: &QueryPrefix,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+    ) -> Result<Option<MetaRecord>, StoreError> {
+        let cf = self.cf(CF_META)?;
+        let raw = match snapshot {
+            Some(snap) => snap.get_cf(cf, prefix.as_bytes()),
+            None => self.db.get_cf(cf, prefix.as_bytes()),
+        }
+        .map_err(|e| self.rocks(e))?;
+        raw.map(|bytes| {
+            records::decode_meta(&bytes)
+                .map_err(|e| corrupt_record(format!("meta record of query {query_id:?}"), e))
+        })
+        .transpose()
+    }
+
+    fn load_window(
+        &self,
+        prefix: &QueryPrefix,
+        evicted_through: Option<u64>,
+    ) -> Result<OutboxWindow, StoreError> {
+        let mut window = OutboxWindow::new(evicted_through);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(prefix.successor());
+        let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
+        for item in self.db.iterator_cf_opt(self.cf(CF_OUTBOX)?, read, mode) {
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            let (first, _) = records::decode_outbox(&value)
+                .map_err(|e| corrupt_record(format!("outbox entry {key:?}"), e))?;
+            let last = keys::split_key(&key)
+                .and_then(|(_, rest)| keys::u64_suffix(rest))
+                .ok_or_else(|| corrupt_record("outbox key".into(), format!("{key:?}")))?;
+            let bytes = records::outbox_payload_len(value.len());
+            window.push_loaded(SequenceSpan { first, last }, bytes);
+        }
+        Ok(window)
+    }
+
+    /// Builds the signature index with a key-only scan, if the budget allows.
+    fn load_index(&self, handle: &QueryHandle, state: &mut QueryState) -> Result<(), StoreError> {
+        if !self.budget.try_reserve(state.meta.row_count) {
+            state.index = SignatureIndex::OverBudget;
+            return Ok(());
+        }
+        let mut set = SignatureSet::default();
+        set.reserve(usize::try_from(state.meta.row_count).unwrap_or(0));
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(handle.prefix.successor());
+        read.fill_cache(false);
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_ROWS)?, read);
+        iter.seek(handle.prefix.as_bytes());
+        while let Some(key) = iter.key() {
+            let sig = keys::split_key(key)
+                .and_then(|(_, rest)| keys::u64_suffix(rest))
+                .ok_or_else(|| corrupt_record("row key".into(), format!("{key:?}")))?;
+            set.insert(sig);
+            iter.next();
+        }
+        iter.status().map_err(|e| self.rocks(e))?;
+        if set.len() as u64 != state.meta.row_count {
+            self.budget.release(state.meta.row_count);
+            return Err(StoreError::Corrupt {
+                what: format!("query {:?}", handle.query_id),
+                detail: format!(
+                    "meta row count {} but {} rows stored",
+                    state.meta.row_count,
+                    set.len()
+                ),
+            });
+        }
+        state.index = SignatureIndex::Loaded(set);
+        Ok(())
+    }
+
+    /// Which of the commit's signatures exist now, from the index or one batched read.
+    fn existence(
+        &self,
+        handle: &QueryHandle,
+        state: &QueryState,
+        commit: &OwnedCommit,
+    ) -> Result<Vec<bool>, StoreError> {
+        match &state.index {
+            SignatureIndex::Loaded(set) => {
+                Ok(commit.ops().map(|(sig, _)| set.contains(&sig)).collect())
+            }
+            _ => {
+                let cf = self.cf(CF_ROWS)?;
+                let keys: Vec<_> = commit
+                    .ops()
+                    .map(|(sig, _)| handle.prefix.with_u64(sig))
+                    .collect();
+                self.db
+                    .batched_multi_get_cf(cf, &keys, false)
+                    .into_iter()
+                    .map(|r| r.map(|v| v.is_some()).map_err(|e| self.rocks(e)))
+                    .collect()
+            }
+        }
+    }
+
+    pub(crate) fn commit(
+        &self,
+        query_id: &str,
+        commit: &OwnedCommit,
+    ) -> Result<CommitReceipt, StoreError> {
+        let handle = self.handle(query_id)?;
+        let mut state = handle.state.lock().map_err(poisoned)?;
+        if let Some(span) = commit.sequence {
+            rules::check_sequence(query_id, state.meta.sequence, span)?;
+        }
+        if matches!(state.index, SignatureIndex::Unloaded) {
+            self.load_index(&handle, &mut state)?;
+        }
+        let exists = self.existence(&handle, &state, commit)?;
+
+        let rows_cf = self.cf(CF_ROWS)?;
+        let mut batch = WriteBatch::default();
+        let mut key = handle.prefix.with_u64(0);
+        let (mut inserted, mut deleted) = (0u64, 0u64);
+        for ((sig, data), &existed) in commit.ops().zip(&exists) {
+            handle.prefix.set_u64(&mut key, sig);
+            match data {
+                Some(data) => {
+                    batch.put_cf(rows_cf, &key, data);
+                    inserted += u64::from(!existed);
+                }
+                // Deleting an absent row needs no tombstone.
+                None if existed => {
+                    batch.delete_cf(rows_cf, &key);
+                    deleted += 1;
+                }
+                None => {}
+            }
+        }
+        let mut meta = state.meta;
+        meta.row_count = meta.row_count + inserted - deleted;
+        let plan = match commit.sequence {
+            Some(span) => {
+                let outbox_cf = self.cf(CF_OUTBOX)?;
+                let plan = state
+                    .window
+                    .plan_push(commit.payload.len() as u64, self.options.retention);
+                for evicted in &plan.evict {
+                    batch.delete_cf(outbox_cf, handle.prefix.with_u64(evicted.last));
+                }
+                let value = records::encode_outbox(span.first, &commit.payload);
+                batch.put_cf(outbox_cf, handle.prefix.with_u64(span.last), value);
+                meta.sequence = Some(span.last);
+                meta.evicted_through = plan.evicted_through;
+                Some((span, plan))
+            }
+            None => None,
+        };
+        batch.put_cf(
+            self.cf(CF_META)?,
+            handle.prefix.as_bytes(),
+            records::encode_meta(&meta),
+        );
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|e| self.rocks(e))?;
+
+        // The write is durable; now bring the in-memory state up to it.
+        if let Some((span, plan)) = plan {
+            state
+                .window
+                .apply_push(span, commit.payload.len() as u64, &plan);
+        }
+        self.update_index(&mut state, commit, inserted, deleted);
+        state.meta = meta;
+        *handle.published.lock().map_err(poisoned)? = meta;
+        Ok(CommitReceipt {
+            sequence: meta.sequence,
+            row_count: meta.row_count,
+            inserted,
+            deleted,
+        })
+    }
+
+    fn update_index(
+        &self,
+        state: &mut QueryState,
+        commit: &OwnedCommit,
+        inserted: u64,
+        deleted: u64,
+    ) {
+        let SignatureIndex::Loaded(set) = &mut state.index else {
+            return;
+        };
+        if inserted > deleted && !self.budget.try_reserve(inserted - deleted) {
+            // Grew past the budget: give the memory back and fall back to batched reads.
+            self.budget.release(set.len() as u64);
+            state.index = SignatureIndex::OverBudget;
+            return;
+        }
+        self.budget.release(deleted.saturating_sub(inserted));
+        for (sig, data) in commit.ops() {
+            if data.is_some() {
+                set.insert(sig);
+            } else {
+                set.remove(&sig);
+            }
+        }
+    }
+
+    pub(crate) fn clear(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        let handle = self.handle(query_id)?;
+        let mut state = handle.state.lock().map_err(poisoned)?;
+        let known = self.read_meta(query_id, &handle.prefix, None)?.is_some();
+        if !known {
+            return Ok(QueryInfo::empty(query_id));
+        }
+        let (start, end) = (handle.prefix.as_bytes(), handle.prefix.successor());
+        let mut batch = WriteBatch::default();
+        for cf in [CF_ROWS, CF_OUTBOX, CF_CHECKPOINTS] {
+            batch.delete_range_cf(self.cf(cf)?, start, &end);
+        }
+        let meta = MetaRecord {
+            sequence: None,
+            row_count: 0,
+            epoch: state.meta.epoch + 1,
+            evicted_through: None,
+        };
+        batch.put_cf(self.cf(CF_META)?, start, records::encode_meta(&meta));
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|e| self.rocks(e))?;
+        if let SignatureIndex::Loaded(set) = &state.index {
+            self.budget.release(set.len() as u64);
+        }
+        state.index = SignatureIndex::Loaded(SignatureSet::default());
+        state.window.clear();
+        state.meta = meta;
+        *handle.published.lock().map_err(poisoned)? = meta;
+        Ok(handle.info_from(&meta))
+    }
+
+    pub(crate) fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        let handle = self.handle(query_id)?;
+        let meta = *handle.published.lock().map_err(poisoned)?;
+        Ok(handle.info_from(&meta))
+    }
+
+    pub(crate) fn read_outbox(
+        &self,
+        query_id: &str,
+        after: Option<u64>,
+        max_entries: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let handle = self.handle(query_id)?;
+        // Read under the commit lock so the gap check and the entries agree.
+        let state = handle.state.lock().map_err(poisoned)?;
+        state.window.check_read(query_id, after)?;
+        let start = match after {
+            Some(a) => handle.prefix.with_u64(a.saturating_add(1)),
+            None => handle.prefix.as_bytes().to_vec(),
+        };
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(handle.prefix.successor());
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf_opt(self.cf(CF_OUTBOX)?, read, mode) {
+            if entries.len() >= max_entries {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            let last = keys::split_key(&key).and_then(|(_, rest)| keys::u64_suffix(rest));
+            let decoded = records::decode_outbox(&value);
+            let (Some(last), Ok((first, payload))) = (last, decoded) else {
+                return Err(corrupt_record(
+                    format!("outbox entry of query {query_id:?}"),
+                    format!("key {key:?}"),
+                ));
+            };
+            entries.push(OutboxEntry {
+                span: SequenceSpan { first, last },
+                payload: payload.to_vec(),
+            });
+        }
+        drop(state);
+        Ok(entries)
+    }
+
+    pub(crate) fn checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        rules::validate_reaction_id(reaction_id)?;
+        let key = QueryPrefix::new(query_id)?.with_str(reaction_id);
+        let raw = self
+            .db
+            .get_cf(self.cf(CF_CHECKPOINTS)?, key)
+            .map_err(|e| self.rocks(e))?;
+        raw.map(|bytes| {
+            records::decode_checkpoint(&bytes).map_err(|e| {
+                corrupt_record(format!("checkpoint of {reaction_id:?} in {query_id:?}"), e)
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) fn save_checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<(), StoreError> {
+        rules::validate_reaction_id(reaction_id)?;
+        let key = QueryPrefix::new(query_id)?.with_str(reaction_id);
+        let cf = self.cf(CF_CHECKPOINTS)?;
+        let mut batch = WriteBatch::default();
+        match checkpoint {
+            Some(cp) => batch.put_cf(cf, key, records::encode_checkpoint(&cp)),
+            None => batch.delete_cf(cf, key),
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|e| self.rocks(e))
+    }
+
+    pub(crate) fn list_queries(&self) -> Result<Vec<QueryInfo>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            let Some((query_id, _)) = keys::split_key(&key) else {
+                return Err(corrupt_record("meta key".into(), format!("{key:?}")));
+            };
+            let meta = records::decode_meta(&value)
+                .map_err(|e| corrupt_record(format!("meta record of query {query_id:?}"), e))?;
+            out.push(QueryInfo {
+                query_id: query_id.to_owned(),
+                sequence: meta.sequence,
+                row_count: meta.row_count,
+                epoch: meta.epoch,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(|e| self.rocks(e))
+    }
+}
+
+/// Writes the format record into a new store, or checks the one an existing store has.
+fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY).map_err(|e| from_rocksdb(e, path))? {
+        Some(raw) => {
+            let bytes: [u8; 4] = raw.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                what: format!("format record of store at {path}"),
+                detail: format!("{} bytes, expected 4", raw.len()),
+            })?;
+            let found = u32::from_be_bytes(bytes);
+            if found != STORE_FORMAT_VERSION {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: STORE_FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.put_opt(FORMAT_KEY, STORE_FORMAT_VERSION.to_be_bytes(), &opts)
+                .map_err(|e| from_rocksdb(e, path))
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Store configuration.
+
+use liveresults_core::OutboxRetention;
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+
+/// How a [`crate::RocksStore`] is opened. Setters take `self` so options read as one chain.
+#[derive(Debug, Clone)]
+pub struct RocksStoreOptions {
+    pub(crate) sync_commits: bool,
+    pub(crate) block_cache_bytes: usize,
+    pub(crate) write_buffer_bytes: usize,
+    pub(crate) retention: OutboxRetention,
+    pub(crate) signature_index_bytes: u64,
+    pub(crate) max_blocking_jobs: usize,
+}
+
+impl Default for RocksStoreOptions {
+    fn default() -> Self {
+        RocksStoreOptions {
+            sync_commits: false,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 64 << 20,
+            retention: OutboxRetention::default(),
+            signature_index_bytes: 512 << 20,
+            max_blocking_jobs: 16,
+        }
+    }
+}
+
+/// Bytes one signature costs in the in-memory index (8 for the key, the table's control byte
+/// and load-factor slack), used to turn the memory budget into a row budget.
+pub(crate) const INDEX_BYTES_PER_ROW: u64 = 16;
+
+impl RocksStoreOptions {
+    /// Defaults: no fsync per commit, 64 MiB block cache, 64 MiB write buffers, default outbox
+    /// retention, a 512 MiB signature index budget, 16 concurrent blocking jobs.
+    pub fn new() -> Self {
+        RocksStoreOptions::default()
+    }
+
+    /// Whether every commit fsyncs the WAL before it is acknowledged (default `false`).
+    ///
+    /// The WAL is always written, so a process crash loses nothing either way; with `false` a
+    /// power loss may lose a suffix of acknowledged commits, and the stored sequence tells
+    /// upstream where to resume.
+    #[must_use]
+    pub fn sync_commits(mut self, sync: bool) -> Self {
+        self.sync_commits = sync;
+        self
+    }
+
+    /// Size of the shared LRU block cache in bytes (default 64 MiB).
+    #[must_use]
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+
+    /// Memtable size per column family in bytes (default 64 MiB).
+    #[must_use]
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.write_buffer_bytes = bytes;
+        self
+    }
+
+    /// How many committed batches each query's outbox keeps (default 1,024 entries / 64 MiB).
+    #[must_use]
+    pub fn outbox_retention(mut self, retention: OutboxRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Memory budget in bytes for the in-memory signature index that keeps exact row counts
+    /// without a read per row (default 512 MiB, about 32M rows at 16 bytes per row).
+    ///
+    /// A query whose index would not fit falls back to one batched `multi_get` per commit:
+    /// still exact, about half as fast.
+    #[must_use]
+    pub fn signature_index_bytes(mut self, bytes: u64) -> Self {
+        self.signature_index_bytes = bytes;
+        self
+    }
+
+    /// How many store operations may run on the blocking thread pool at once (default 16).
+    #[must_use]
+    pub fn max_blocking_jobs(mut self, jobs: usize) -> Self {
+        self.max_blocking_jobs = jobs.max(1);
+        self
+    }
+
+    /// The database-wide RocksDB options this store opens with. Public so benchmarks can open
+    /// a raw RocksDB with exactly the same settings.
+    pub fn db_options(&self) -> Options {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(4);
+        opts.set_bytes_per_sync(1 << 20);
+        opts.set_keep_log_file_num(4);
+        opts
+    }
+
+    /// The column family options this store uses for every column family (shared block cache,
+    /// bloom filters for the batched existence fallback, LZ4).
+    pub fn cf_options(&self) -> Options {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(self.block_cache_bytes));
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let mut opts = Options::default();
+        opts.set_block_based_table_factory(&table);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_write_buffer_size(self.write_buffer_bytes);
+        opts
+    }
+}

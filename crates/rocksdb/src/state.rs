@@ -1,0 +1,89 @@
+//! What the engine keeps in memory per query: its metadata, its outbox bookkeeping and the
+//! signature index that lets a commit know which rows exist without reading them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use liveresults_core::codec::records::MetaRecord;
+use liveresults_core::rules::{OutboxWindow, SignatureSet};
+use liveresults_core::QueryInfo;
+
+use crate::keys::QueryPrefix;
+
+/// Whether a query's existing signatures are known in memory.
+#[derive(Debug)]
+pub(crate) enum SignatureIndex {
+    /// Not built yet: the first commit after open builds it with a key-only scan.
+    Unloaded,
+    /// Every live signature of the query.
+    Loaded(SignatureSet),
+    /// The query does not fit the memory budget: commits check existence with `multi_get`.
+    OverBudget,
+}
+
+/// The mutable per-query state, behind the query's commit lock.
+#[derive(Debug)]
+pub(crate) struct QueryState {
+    pub(crate) meta: MetaRecord,
+    pub(crate) window: OutboxWindow,
+    pub(crate) index: SignatureIndex,
+}
+
+/// One query as the engine tracks it.
+#[derive(Debug)]
+pub(crate) struct QueryHandle {
+    pub(crate) query_id: String,
+    pub(crate) prefix: QueryPrefix,
+    /// Held for the whole of a commit or clear: commits to one query are serialised.
+    pub(crate) state: Mutex<QueryState>,
+    /// A copy of the committed metadata, locked only to copy it, so `row_count` and
+    /// `query_info` never wait behind a commit's disk write.
+    pub(crate) published: Mutex<MetaRecord>,
+}
+
+impl QueryHandle {
+    pub(crate) fn info_from(&self, meta: &MetaRecord) -> QueryInfo {
+        QueryInfo {
+            query_id: self.query_id.clone(),
+            sequence: meta.sequence,
+            row_count: meta.row_count,
+            epoch: meta.epoch,
+        }
+    }
+}
+
+/// The signature-index memory budget shared by all queries, counted in rows.
+#[derive(Debug)]
+pub(crate) struct IndexBudget {
+    limit_rows: u64,
+    used_rows: AtomicU64,
+}
+
+impl IndexBudget {
+    pub(crate) fn new(limit_rows: u64) -> Self {
+        IndexBudget {
+            limit_rows,
+            used_rows: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves room for `rows` more indexed signatures; false (nothing reserved) when the
+    /// budget would be exceeded.
+    pub(crate) fn try_reserve(&self, rows: u64) -> bool {
+        self.used_rows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(rows)
+                    .filter(|&total| total <= self.limit_rows)
+            })
+            .is_ok()
+    }
+
+    /// Returns room for `rows` signatures.
+    pub(crate) fn release(&self, rows: u64) {
+        let _ = self
+            .used_rows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(rows))
+            });
+    }
+}

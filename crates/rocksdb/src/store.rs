@@ -1,0 +1,192 @@
+//! The async face of the engine: every call that touches RocksDB runs on the blocking pool,
+//! with at most `max_blocking_jobs` of them at once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use liveresults_core::{
+    Checkpoint, Commit, CommitReceipt, ErrorClass, OutboxEntry, QueryInfo, ResultStore, Snapshot,
+    StoreError,
+};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::engine::Engine;
+use crate::options::RocksStoreOptions;
+use crate::owned::OwnedCommit;
+use crate::snapshot;
+
+/// A [`ResultStore`] on RocksDB. Cheap to clone; clones share one database.
+#[derive(Clone)]
+pub struct RocksStore {
+    engine: Arc<Engine>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.engine.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store in directory `path`, from an async context.
+    pub async fn open(
+        path: impl AsRef<Path>,
+        options: RocksStoreOptions,
+    ) -> Result<RocksStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || RocksStore::open_blocking(&path, options))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Opens (creating if needed) the store in directory `path`, blocking the calling thread.
+    ///
+    /// Fails with [`StoreError::Locked`] when another process or handle has the directory open,
+    /// and with [`StoreError::UnsupportedFormat`] for a store written by another format version.
+    pub fn open_blocking(
+        path: &Path,
+        options: RocksStoreOptions,
+    ) -> Result<RocksStore, StoreError> {
+        let span = tracing::info_span!("store_open", path = %path.display());
+        let _enter = span.enter();
+        let jobs = options.max_blocking_jobs;
+        let engine = Engine::open(path, options)?;
+        tracing::info!("store opened");
+        Ok(RocksStore {
+            engine: Arc::new(engine),
+            permits: Arc::new(Semaphore::new(jobs)),
+        })
+    }
+
+    /// Syncs the WAL and closes this handle after in-flight operations finish. The database
+    /// itself closes when the last clone and the last open snapshot are gone.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.permits.close();
+        Ok(())
+    }
+
+    /// Runs `f` on the blocking pool, holding one of the store's permits.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(join_error)?
+    }
+}
+
+fn join_error(err: tokio::task::JoinError) -> StoreError {
+    StoreError::Backend {
+        backend: "rocksdb",
+        class: ErrorClass::Permanent,
+        message: format!("blocking task failed: {err}"),
+    }
+}
+
+#[async_trait]
+impl ResultStore for RocksStore {
+    async fn commit(
+        &self,
+        query_id: &str,
+        commit: Commit<'_>,
+    ) -> Result<CommitReceipt, StoreError> {
+        let span = tracing::debug_span!(
+            "commit",
+            query_id = %query_id,
+            sequence = ?commit.sequence.map(|s| s.last),
+            mutations = commit.mutations.len()
+        );
+        let owned = OwnedCommit::new(&commit);
+        let id = query_id.to_owned();
+        self.blocking(move |engine| engine.commit(&id, &owned))
+            .instrument(span)
+            .await
+    }
+
+    async fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        // Fast path: a loaded query answers from memory without a thread hop.
+        if let Some(handle) = self.engine.cached(query_id) {
+            if let Ok(meta) = handle.published.lock() {
+                return Ok(handle.info_from(&meta));
+            }
+        }
+        let id = query_id.to_owned();
+        self.blocking(move |engine| engine.query_info(&id)).await
+    }
+
+    async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        let span = tracing::info_span!("clear", query_id = %query_id);
+        let id = query_id.to_owned();
+        self.blocking(move |engine| engine.clear(&id))
+            .instrument(span)
+            .await
+    }
+
+    async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
+        if self.permits.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let (info, chunks) =
+            snapshot::start(Arc::clone(&self.engine), query_id.to_owned(), chunk_rows).await?;
+        Ok(Snapshot::new(info, Box::new(chunks)))
+    }
+
+    async fn read_outbox(
+        &self,
+        query_id: &str,
+        after: Option<u64>,
+        max_entries: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let id = query_id.to_owned();
+        self.blocking(move |engine| engine.read_outbox(&id, after, max_entries))
+            .await
+    }
+
+    async fn checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
+        self.blocking(move |engine| engine.checkpoint(&r, &q)).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        reaction_id: &str,
+        query_id: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
+        self.blocking(move |engine| engine.save_checkpoint(&r, &q, Some(checkpoint)))
+            .await
+    }
+
+    async fn delete_checkpoint(&self, reaction_id: &str, query_id: &str) -> Result<(), StoreError> {
+        let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
+        self.blocking(move |engine| engine.save_checkpoint(&r, &q, None))
+            .await
+    }
+
+    async fn list_queries(&self) -> Result<Vec<QueryInfo>, StoreError> {
+        self.blocking(|engine| engine.list_queries()).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.blocking(|engine| engine.flush()).await
+    }
+}

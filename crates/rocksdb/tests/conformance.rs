@@ -1,0 +1,168 @@
+//! The shared conformance suite and model test against the RocksDB store, plus the failure
+//! modes only an on-disk store has.
+
+use async_trait::async_trait;
+use liveresults_core::testing::{run_model_test, Harness, ModelConfig};
+use liveresults_core::{LiveResultsWriter, OutboxRetention, ResultStore, RowMutation, StoreError};
+use liveresults_rocksdb::rocksdb;
+use liveresults_rocksdb::{RocksStore, RocksStoreOptions};
+use tempfile::TempDir;
+
+/// Opens stores in a temporary directory; `reopen` closes and reopens the same directory.
+struct RocksHarness {
+    dir: TempDir,
+    options: RocksStoreOptions,
+}
+
+impl RocksHarness {
+    fn new() -> Self {
+        Self::with_options(RocksStoreOptions::new())
+    }
+
+    fn with_options(options: RocksStoreOptions) -> Self {
+        RocksHarness {
+            dir: tempfile::tempdir().expect("temp dir"),
+            options,
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for RocksHarness {
+    type Store = RocksStore;
+
+    async fn open(&mut self, retention: OutboxRetention) -> RocksStore {
+        self.options = self.options.clone().outbox_retention(retention);
+        RocksStore::open(self.dir.path(), self.options.clone())
+            .await
+            .expect("open")
+    }
+
+    async fn reopen(&mut self, store: RocksStore) -> RocksStore {
+        store.close().await.expect("close");
+        RocksStore::open(self.dir.path(), self.options.clone())
+            .await
+            .expect("reopen")
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+liveresults_core::conformance_suite!(RocksHarness::new());
+
+/// The same suite with a signature-index budget of zero rows: every commit uses the batched
+/// `multi_get` fallback, which must count exactly as well.
+mod without_signature_index {
+    use super::*;
+
+    fn harness() -> RocksHarness {
+        RocksHarness::with_options(RocksStoreOptions::new().signature_index_bytes(0))
+    }
+
+    liveresults_core::conformance_suite!(harness());
+}
+
+#[test]
+fn rocksdb_store_matches_the_model() {
+    let cases = std::env::var("LIVERESULTS_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let config = ModelConfig {
+        cases: cases.unwrap_or(32),
+        ..ModelConfig::default()
+    };
+    run_model_test(RocksHarness::new, config);
+}
+
+#[test]
+fn rocksdb_store_matches_the_model_over_budget() {
+    let config = ModelConfig {
+        cases: 12,
+        ..ModelConfig::default()
+    };
+    run_model_test(
+        || RocksHarness::with_options(RocksStoreOptions::new().signature_index_bytes(64)),
+        config,
+    );
+}
+
+#[tokio::test]
+async fn second_handle_on_same_directory_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap();
+    let err = RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    first.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    {
+        let opts = RocksStoreOptions::new();
+        let cfs = ["rows", "outbox", "meta", "checkpoints"];
+        let db = rocksdb::DB::open_cf(&opts.db_options(), dir.path(), cfs).unwrap();
+        db.put(b"liveresults.format_version", 99u32.to_be_bytes())
+            .unwrap();
+    }
+    let err = RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_meta_record_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap();
+    store
+        .apply_mutations("q", &[RowMutation::upsert(1, b"a")])
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    {
+        let opts = RocksStoreOptions::new();
+        let cfs = ["rows", "outbox", "meta", "checkpoints"];
+        let db = rocksdb::DB::open_cf(&opts.db_options(), dir.path(), cfs).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        let mut key = 1u16.to_be_bytes().to_vec();
+        key.push(b'q');
+        db.put_cf(meta, key, b"\x01garbage").unwrap();
+    }
+    let store = RocksStore::open(dir.path(), RocksStoreOptions::new())
+        .await
+        .unwrap();
+    let err = store.query_info("q").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("\"q\""),
+        "error names the query: {err}"
+    );
+    assert!(matches!(
+        store.list_queries().await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}

@@ -1,0 +1,21 @@
+# Sourced by the other scripts: installs what the build needs and picks the target directory.
+#
+# RocksDB's C++ build takes ~14 minutes on two cores, so every script builds in the release
+# profile only and shares one target directory outside the checkout: a fresh clone (CI's, for
+# one) reuses the RocksDB build a previous run left there.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+# bindgen (librocksdb-sys) needs libclang.
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+  echo "installing libclang-dev (needed by the rocksdb crate's bindgen)" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
+mkdir -p "$CARGO_TARGET_DIR"
