@@ -465,6 +465,16 @@ impl Engine {
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(|e| self.rocks(e))
     }
+
+    /// Writes the memtables to SST files, so the next open has no WAL to replay.
+    pub(crate) fn flush_memtables(&self) -> Result<(), StoreError> {
+        for name in COLUMN_FAMILIES {
+            self.db
+                .flush_cf(self.cf(name)?)
+                .map_err(|e| self.rocks(e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes the format record into a new store, or checks the one an existing store has.

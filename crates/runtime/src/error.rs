@@ -1,0 +1,142 @@
+//! Runtime errors, by where they surface: submitting events, running reactions, starting up.
+
+use liveresults_core::formats::LineError;
+use liveresults_core::StoreError;
+
+/// Why a query stopped accepting events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Under `Strict`, upstream skipped sequences.
+    #[error("sequence gap: committed {committed:?}, received {received}")]
+    Gap {
+        /// The committed sequence when the gap was seen.
+        committed: Option<u64>,
+        /// The sequence that arrived.
+        received: u64,
+    },
+    /// The store failed permanently (or transiently beyond the retry budget).
+    #[error("store failure: {0}")]
+    Store(String),
+    /// Upstream deleted the query; its results were cleared.
+    #[error("query was deleted upstream")]
+    Deleted,
+}
+
+/// Why an event was not committed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The query is stopped; nothing is accepted until it is cleared.
+    #[error("query {query_id:?} is stopped ({reason}); last committed sequence {committed:?}")]
+    QueryStopped {
+        /// The query.
+        query_id: String,
+        /// Why it stopped.
+        reason: StopReason,
+        /// Its last committed sequence.
+        committed: Option<u64>,
+    },
+    /// The query's queue is full and the backpressure policy is `Reject`.
+    #[error("query {query_id:?} queue is full")]
+    Overloaded {
+        /// The query.
+        query_id: String,
+    },
+    /// The runtime is shutting down.
+    #[error("runtime is shutting down")]
+    ShuttingDown,
+    /// A batch mixed queries (an atomic batch belongs to one query).
+    #[error("event for query {found:?} in a batch for query {expected:?}")]
+    WrongQuery {
+        /// The batch's query.
+        expected: String,
+        /// The event's query.
+        found: String,
+    },
+    /// The store refused the commit.
+    #[error("query {query_id:?}: {source}; last committed sequence {committed:?}")]
+    Store {
+        /// The query.
+        query_id: String,
+        /// Its last committed sequence.
+        committed: Option<u64>,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// A reaction's own failure.
+#[derive(Debug, thiserror::Error)]
+#[error("reaction {reaction_id:?}: {message}")]
+pub struct ReactionError {
+    /// The reaction.
+    pub reaction_id: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ReactionError {
+    /// Builds an error for `reaction_id`.
+    pub fn new(reaction_id: &str, message: impl std::fmt::Display) -> Self {
+        ReactionError {
+            reaction_id: reaction_id.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Errors starting, recovering or stopping the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A reaction could not be rebuilt under the query's policy.
+    #[error("reaction {reaction_id:?} cannot recover query {query_id:?}: {reason}")]
+    Recovery {
+        /// The reaction.
+        reaction_id: String,
+        /// The query.
+        query_id: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A reaction failed.
+    #[error(transparent)]
+    Reaction(#[from] ReactionError),
+    /// Two reactions share an id (checkpoints are keyed by it).
+    #[error("two reactions share the id {0:?}")]
+    DuplicateReaction(String),
+}
+
+/// Errors of the NDJSON source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Reading the input failed.
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not a valid event; nothing of it was submitted.
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// A line is longer than the configured limit.
+    #[error("line {line}: longer than {limit} bytes")]
+    LineTooLong {
+        /// 1-based line number.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The runtime refused an event.
+    #[error("line {line}: {source}")]
+    Submit {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        #[source]
+        source: SubmitError,
+    },
+}

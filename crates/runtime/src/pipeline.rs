@@ -1,0 +1,425 @@
+//! One query's ordered pipeline: sequence rules, recovery policies, control signals and group
+//! commit, then delivery of the durable commit to reactions.
+
+use std::sync::Arc;
+
+use liveresults_core::formats::{ControlSignal, Event};
+use liveresults_core::{Commit, QueryInfo, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::config::{QueryConfig, RecoveryPolicy};
+use crate::error::{StopReason, SubmitError};
+use crate::group::Group;
+use crate::reaction::{CommittedChange, Delivery};
+use crate::retry::store_retry;
+use crate::runtime::Shared;
+use crate::status::QueryState;
+
+/// What happened to a submitted event (or atomic batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Committed durably; `sequence` is the commit's last sequence.
+    Committed {
+        /// The query's committed sequence after the commit.
+        sequence: u64,
+    },
+    /// Already committed before (a redelivery); nothing changed.
+    Skipped {
+        /// The query's committed sequence.
+        committed: Option<u64>,
+    },
+    /// A `deleted` signal: the query's results were cleared and it no longer accepts events.
+    Deprovisioned,
+}
+
+pub(crate) type Ack = oneshot::Sender<Result<Applied, SubmitError>>;
+
+/// What a pipeline's queue carries.
+pub(crate) enum Envelope {
+    /// One event, acknowledged once committed (or skipped) when `ack` is given.
+    Event(Box<Event>, Option<Ack>),
+    /// Events committed as ONE atomic commit (an ingest chunk).
+    Batch(Vec<Event>, Ack),
+    /// An operator's clear: reset the query (and restart it if stopped).
+    Clear(oneshot::Sender<Result<QueryInfo, SubmitError>>),
+}
+
+enum Order {
+    Skip,
+    Next,
+    Gap,
+}
+
+pub(crate) struct Pipeline {
+    query_id: String,
+    config: QueryConfig,
+    shared: Arc<Shared>,
+    reactions: Vec<mpsc::Sender<Delivery>>,
+    committed: Option<u64>,
+    epoch: u64,
+    stopped: Option<StopReason>,
+    group: Group,
+    acks: Vec<(Ack, Applied)>,
+    /// Inside an atomic batch: the group must not be committed part way.
+    in_batch: bool,
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        query_id: String,
+        shared: Arc<Shared>,
+        reactions: Vec<mpsc::Sender<Delivery>>,
+    ) -> Self {
+        let config = shared.config.query_config(&query_id).clone();
+        let want_events = !reactions.is_empty();
+        Pipeline {
+            query_id,
+            config,
+            shared,
+            reactions,
+            committed: None,
+            epoch: 0,
+            stopped: None,
+            group: Group::new(want_events),
+            acks: Vec::new(),
+            in_batch: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
+        let span = tracing::info_span!("pipeline", query_id = %self.query_id);
+        async move {
+            if let Err(e) = self.load().await {
+                self.stop(StopReason::Store(e.to_string()));
+            }
+            let max = self.shared.config.group_commit_events;
+            let delay = self.shared.config.group_commit_delay;
+            let mut pending = Vec::with_capacity(max);
+            while let Some(first) = rx.recv().await {
+                pending.push(first);
+                while pending.len() < max {
+                    match rx.try_recv() {
+                        Ok(env) => pending.push(env),
+                        Err(_) if delay.is_zero() => break,
+                        Err(_) => match tokio::time::timeout(delay, rx.recv()).await {
+                            Ok(Some(env)) => pending.push(env),
+                            _ => break,
+                        },
+                    }
+                }
+                for env in pending.drain(..) {
+                    self.handle(env).await;
+                }
+                self.flush().await;
+            }
+            tracing::debug!("pipeline drained");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn load(&mut self) -> Result<(), StoreError> {
+        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let info = store_retry(retry, "query_info", || store.query_info(&self.query_id)).await?;
+        self.committed = info.sequence;
+        self.epoch = info.epoch;
+        self.shared.registry.update(&self.query_id, |s| {
+            s.sequence = info.sequence;
+            s.row_count = info.row_count;
+            s.epoch = info.epoch;
+        });
+        Ok(())
+    }
+
+    fn stopped_error(&self, reason: &StopReason) -> SubmitError {
+        SubmitError::QueryStopped {
+            query_id: self.query_id.clone(),
+            reason: reason.clone(),
+            committed: self.committed,
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        tracing::error!(reason = %reason, committed = ?self.committed, "query stopped");
+        self.shared.registry.update(&self.query_id, |s| {
+            s.state = QueryState::Stopped(reason.clone())
+        });
+        self.stopped = Some(reason);
+    }
+
+    async fn handle(&mut self, env: Envelope) {
+        match env {
+            Envelope::Event(event, ack) => {
+                let outcome = self.accept(*event).await;
+                match (outcome, ack) {
+                    (Ok(Some(applied)), Some(ack)) => {
+                        let _ = ack.send(Ok(applied));
+                    }
+                    (Ok(None), Some(ack)) => {
+                        self.acks.push((ack, Applied::Skipped { committed: None }))
+                    }
+                    (Err(e), Some(ack)) => {
+                        let _ = ack.send(Err(e));
+                    }
+                    (_, None) => {}
+                }
+            }
+            Envelope::Batch(events, ack) => {
+                // A batch is its own commit: flush what came before, and nothing after joins it.
+                self.flush().await;
+                let mut result = Ok(Applied::Skipped {
+                    committed: self.committed,
+                });
+                self.in_batch = true;
+                for event in events {
+                    match self.accept(event).await {
+                        Ok(Some(applied)) => result = Ok(applied),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Nothing of a rejected batch is committed.
+                            self.group.take();
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                self.in_batch = false;
+                if result.is_ok() && !self.group.is_empty() {
+                    self.acks.push((ack, Applied::Skipped { committed: None }));
+                    self.flush().await;
+                } else {
+                    let _ = ack.send(result);
+                }
+            }
+            Envelope::Clear(ack) => {
+                self.flush().await;
+                let result = self.reset("operator clear").await;
+                if result.is_ok() {
+                    self.stopped = None;
+                    self.shared
+                        .registry
+                        .update(&self.query_id, |s| s.state = QueryState::Running);
+                }
+                let _ = ack.send(result.map_err(|source| SubmitError::Store {
+                    query_id: self.query_id.clone(),
+                    committed: self.committed,
+                    source,
+                }));
+            }
+        }
+    }
+
+    fn order(&self, sequence: u64) -> Order {
+        match self.group.last().or(self.committed) {
+            None => Order::Next,
+            Some(c) if sequence <= c => Order::Skip,
+            Some(c) if sequence == c + 1 => Order::Next,
+            Some(_) => Order::Gap,
+        }
+    }
+
+    /// Applies the sequence rules and policies to one event. `Ok(None)` means it joined the
+    /// group and is answered at the next flush; `Ok(Some(..))` is an immediate answer.
+    async fn accept(&mut self, event: Event) -> Result<Option<Applied>, SubmitError> {
+        if let Some(reason) = &self.stopped {
+            return Err(self.stopped_error(reason));
+        }
+        let sequence = event.sequence();
+        match self.order(sequence) {
+            Order::Skip => {
+                self.shared
+                    .registry
+                    .update(&self.query_id, |s| s.skipped += 1);
+                return Ok(Some(Applied::Skipped {
+                    committed: self.group.last().or(self.committed),
+                }));
+            }
+            Order::Next => {}
+            Order::Gap => {
+                let committed = self.group.last().or(self.committed);
+                self.shared.registry.update(&self.query_id, |s| s.gaps += 1);
+                match self.config.policy {
+                    RecoveryPolicy::AutoSkipGap => {
+                        tracing::warn!(?committed, received = sequence, "sequence gap skipped");
+                    }
+                    RecoveryPolicy::Strict => {
+                        if self.in_batch {
+                            self.group.take(); // the whole batch is rejected
+                        } else {
+                            self.flush().await;
+                        }
+                        let reason = StopReason::Gap {
+                            committed,
+                            received: sequence,
+                        };
+                        self.stop(reason.clone());
+                        return Err(self.stopped_error(&reason));
+                    }
+                    RecoveryPolicy::AutoReset => {
+                        self.flush().await;
+                        tracing::warn!(
+                            ?committed,
+                            received = sequence,
+                            "sequence gap: resetting query"
+                        );
+                        self.reset_or_stop("sequence gap").await?;
+                        self.shared
+                            .registry
+                            .update(&self.query_id, |s| s.awaiting_bootstrap = true);
+                        let _ = self.shared.bootstrap_requests.send(self.query_id.clone());
+                    }
+                }
+            }
+        }
+        match event {
+            Event::Change(batch) => {
+                self.group.add_rows(&batch, &self.config.key_columns);
+            }
+            Event::Control { signal, .. } => match signal {
+                ControlSignal::BootstrapStarted
+                    if self.config.policy == RecoveryPolicy::AutoReset =>
+                {
+                    self.flush().await;
+                    self.reset_or_stop("bootstrap started").await?;
+                    self.group.add_control(sequence, signal);
+                }
+                ControlSignal::Deleted => {
+                    self.flush().await;
+                    self.reset_or_stop("query deleted").await?;
+                    self.stop(StopReason::Deleted);
+                    return Ok(Some(Applied::Deprovisioned));
+                }
+                _ => self.group.add_control(sequence, signal),
+            },
+        }
+        if !self.in_batch && self.group.events() >= self.shared.config.group_commit_events {
+            self.flush().await;
+        }
+        Ok(None)
+    }
+
+    async fn reset_or_stop(&mut self, why: &str) -> Result<(), SubmitError> {
+        match self.reset(why).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reason = StopReason::Store(e.to_string());
+                self.stop(reason.clone());
+                Err(self.stopped_error(&reason))
+            }
+        }
+    }
+
+    /// Clears the query in the store and tells every reaction to drop its state for it.
+    async fn reset(&mut self, why: &str) -> Result<QueryInfo, StoreError> {
+        let span = tracing::info_span!("reset", query_id = %self.query_id, why);
+        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let info = store_retry(retry, "clear", || store.clear_query(&self.query_id))
+            .instrument(span)
+            .await?;
+        self.committed = None;
+        self.epoch = info.epoch;
+        self.shared.registry.update(&self.query_id, |s| {
+            s.sequence = None;
+            s.row_count = 0;
+            s.epoch = info.epoch;
+        });
+        let reset = Delivery::Reset {
+            query_id: self.query_id.clone(),
+            epoch: info.epoch,
+        };
+        for tx in &self.reactions {
+            let _ = tx.send(reset.clone()).await;
+        }
+        Ok(info)
+    }
+
+    /// Commits the group as one atomic commit, then answers its events and delivers it.
+    async fn flush(&mut self) {
+        let Some(group) = self.group.take() else {
+            self.answer_acks(Ok(()));
+            return;
+        };
+        let span = tracing::debug_span!("group_commit", query_id = %self.query_id, first = group.span.first, last = group.span.last);
+        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let mutations = group.mutations();
+        let commit = Commit::sequenced(&mutations, group.span, &group.payload);
+        let result = store_retry(retry, "commit", || store.commit(&self.query_id, commit))
+            .instrument(span)
+            .await;
+        let row_ops = mutations.len() as u64;
+        drop(mutations);
+        let receipt = match result {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                let committed = self.committed;
+                self.stop(StopReason::Store(e.to_string()));
+                self.answer_acks(Err(SubmitError::Store {
+                    query_id: self.query_id.clone(),
+                    committed,
+                    source: e,
+                }));
+                return;
+            }
+        };
+        self.committed = Some(group.span.last);
+        let upstream = group.signals.last().copied();
+        self.shared.registry.update(&self.query_id, |s| {
+            s.sequence = receipt.sequence;
+            s.row_count = receipt.row_count;
+            s.commits += 1;
+            if let Some(signal) = upstream {
+                s.upstream = Some(signal);
+                if signal == ControlSignal::BootstrapStarted {
+                    s.awaiting_bootstrap = false;
+                }
+            }
+        });
+        self.shared.metrics.record_commit(group.items, row_ops);
+        let applied = Applied::Committed {
+            sequence: group.span.last,
+        };
+        for (_, a) in &mut self.acks {
+            *a = applied;
+        }
+        self.answer_acks(Ok(()));
+        if !self.reactions.is_empty() {
+            let change = Arc::new(CommittedChange {
+                query_id: self.query_id.clone(),
+                epoch: self.epoch,
+                span: group.span,
+                events: group.events,
+            });
+            for tx in &self.reactions {
+                // Awaiting here is the backpressure: a slow reaction slows this query.
+                let _ = tx.send(Delivery::Change(Arc::clone(&change))).await;
+            }
+        }
+    }
+
+    fn answer_acks(&mut self, result: Result<(), SubmitError>) {
+        match result {
+            Ok(()) => {
+                for (ack, applied) in self.acks.drain(..) {
+                    let _ = ack.send(Ok(applied));
+                }
+            }
+            Err(first) => {
+                let mut first = Some(first);
+                let reason = self
+                    .stopped
+                    .clone()
+                    .unwrap_or(StopReason::Store(String::new()));
+                for (ack, _) in self.acks.drain(..) {
+                    let err = first.take().unwrap_or_else(|| SubmitError::QueryStopped {
+                        query_id: self.query_id.clone(),
+                        reason: reason.clone(),
+                        committed: self.committed,
+                    });
+                    let _ = ack.send(Err(err));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Rebuilding reactions at start: catch up from the outbox when a durable reaction's
+//! checkpoint is still inside it, otherwise rebuild from a point-in-time snapshot — or, under
+//! `Strict`, refuse with a clear error.
+
+use std::sync::Arc;
+
+use liveresults_core::codec::row::decode_row;
+use liveresults_core::{QueryInfo, ResultStore, StoreError};
+
+use crate::config::{RecoveryPolicy, RetryPolicy};
+use crate::delivery::{deliver_one, Failures};
+use crate::reaction::{CommittedChange, Delivery, Reaction};
+use crate::retry::store_retry;
+
+/// Outbox entries read per round trip while catching up.
+const CATCH_UP_BATCH: usize = 256;
+
+/// How a reaction starts on a query.
+enum Start {
+    CatchUp(Option<u64>),
+    Rebuild(String),
+}
+
+/// Brings one reaction up to date on one query before the runtime accepts events.
+pub(crate) async fn recover(
+    reaction: &dyn Reaction,
+    store: &dyn ResultStore,
+    info: &QueryInfo,
+    policy: RecoveryPolicy,
+    retry: RetryPolicy,
+    chunk_rows: usize,
+    failures: &Failures,
+) -> Result<(), StoreError> {
+    let span =
+        tracing::info_span!("recover", reaction_id = reaction.id(), query_id = %info.query_id);
+    let _guard = span.enter();
+    let query_id = info.query_id.as_str();
+    let start = if reaction.durable() {
+        match store_retry(retry, "checkpoint", || {
+            store.checkpoint(reaction.id(), query_id)
+        })
+        .await?
+        {
+            Some(cp) if cp.config_hash == reaction.config_hash() => Start::CatchUp(cp.sequence),
+            Some(_) => Start::Rebuild("its configuration changed".into()),
+            None => Start::CatchUp(None),
+        }
+    } else {
+        Start::Rebuild("it keeps no state across restarts".into())
+    };
+    let reason = match start {
+        Start::CatchUp(position) => {
+            match catch_up(reaction, store, info, position, retry, failures).await {
+                Ok(applied) => {
+                    tracing::info!(applied, "caught up from the outbox");
+                    return Ok(());
+                }
+                Err(StoreError::OutboxGap {
+                    evicted_through, ..
+                }) => {
+                    format!("its checkpoint {position:?} is older than the outbox (evicted through {evicted_through})")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Start::Rebuild(reason) => reason,
+    };
+    if policy == RecoveryPolicy::Strict && reaction.durable() {
+        failures.record(
+            reaction.id(),
+            query_id,
+            format!("cannot recover under Strict: {reason}; clear the query or use AutoReset"),
+        );
+        return Ok(());
+    }
+    tracing::info!(%reason, "rebuilding from a snapshot");
+    rebuild(reaction, store, query_id, retry, chunk_rows, failures).await
+}
+
+async fn catch_up(
+    reaction: &dyn Reaction,
+    store: &dyn ResultStore,
+    info: &QueryInfo,
+    mut position: Option<u64>,
+    retry: RetryPolicy,
+    failures: &Failures,
+) -> Result<usize, StoreError> {
+    let mut applied = 0;
+    loop {
+        let query_id = info.query_id.as_str();
+        let entries = store_retry(retry, "read_outbox", || {
+            store.read_outbox(query_id, position, CATCH_UP_BATCH)
+        })
+        .await?;
+        let Some(last) = entries.last() else {
+            return Ok(applied);
+        };
+        position = Some(last.span.last);
+        for entry in &entries {
+            let change = CommittedChange::from_outbox(query_id, info.epoch, entry)?;
+            deliver_one(
+                reaction,
+                store,
+                retry,
+                failures,
+                &Delivery::Change(Arc::new(change)),
+            )
+            .await;
+            applied += 1;
+        }
+    }
+}
+
+/// Replays a point-in-time snapshot into the reaction: reset, rows in chunks, done.
+pub(crate) async fn rebuild(
+    reaction: &dyn Reaction,
+    store: &dyn ResultStore,
+    query_id: &str,
+    retry: RetryPolicy,
+    chunk_rows: usize,
+    failures: &Failures,
+) -> Result<(), StoreError> {
+    let mut snapshot =
+        store_retry(retry, "snapshot", || store.snapshot(query_id, chunk_rows)).await?;
+    let info = snapshot.info().clone();
+    let reset = Delivery::Reset {
+        query_id: query_id.to_owned(),
+        epoch: info.epoch,
+    };
+    deliver_one(reaction, store, retry, failures, &reset).await;
+    while let Some(chunk) = snapshot.next_chunk().await? {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (signature, bytes) in chunk.iter() {
+            let row = decode_row(bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("row {signature} of query {query_id:?}"),
+                detail: e.to_string(),
+            })?;
+            rows.push((signature, row));
+        }
+        let delivery = Delivery::SnapshotRows {
+            query_id: query_id.to_owned(),
+            rows: Arc::new(rows),
+        };
+        deliver_one(reaction, store, retry, failures, &delivery).await;
+    }
+    let done = Delivery::SnapshotDone {
+        query_id: query_id.to_owned(),
+        sequence: info.sequence,
+    };
+    deliver_one(reaction, store, retry, failures, &done).await;
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The runtime: recovers reactions, routes events to per-query pipelines, shuts down cleanly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use liveresults_core::formats::Event;
+use liveresults_core::{QueryInfo, ResultStore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Backpressure, RuntimeConfig};
+use crate::delivery::{self, Failures, ReactionFailure};
+use crate::error::{RuntimeError, SubmitError};
+use crate::metrics::{MetricsSnapshot, RuntimeMetrics};
+use crate::pipeline::{Applied, Envelope, Pipeline};
+use crate::reaction::{Delivery, Reaction};
+use crate::recovery;
+use crate::status::{Position, QueryStatus, Registry};
+
+/// State shared by the handle, the pipelines and the workers.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn ResultStore>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: RuntimeMetrics,
+    pub(crate) bootstrap_requests: broadcast::Sender<String>,
+    failures: Arc<Failures>,
+    /// Taken at shutdown so the reaction workers see their queues close.
+    reaction_senders: Mutex<Option<Vec<mpsc::Sender<Delivery>>>>,
+    pipelines: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
+    pipeline_tasks: Mutex<Vec<JoinHandle<()>>>,
+    shutting_down: AtomicBool,
+}
+
+/// A running reaction runtime. Dropping it without [`Runtime::shutdown`] abandons queued work.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    reaction_tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable handle for submitting events and observing queries.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    shared: Arc<Shared>,
+}
+
+/// The outcome of a submitted event, to be awaited later.
+#[derive(Debug)]
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Applied, SubmitError>>,
+}
+
+impl Pending {
+    /// Waits for the event to be committed, skipped or refused.
+    pub async fn wait(self) -> Result<Applied, SubmitError> {
+        self.rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    }
+}
+
+impl Runtime {
+    /// Starts the runtime on `store`: every reaction is first brought up to date on every
+    /// query the store knows (from the outbox or a snapshot, per policy), then events are
+    /// accepted.
+    pub async fn start(
+        store: Arc<dyn ResultStore>,
+        config: RuntimeConfig,
+        reactions: Vec<Arc<dyn Reaction>>,
+    ) -> Result<Runtime, RuntimeError> {
+        delivery::check_unique_ids(&reactions).map_err(RuntimeError::DuplicateReaction)?;
+        let failures = Arc::new(Failures::default());
+        let queries = store.list_queries().await?;
+        for info in &queries {
+            let policy = config.query_config(&info.query_id).policy;
+            for reaction in &reactions {
+                recovery::recover(
+                    &**reaction,
+                    &*store,
+                    info,
+                    policy,
+                    config.retry,
+                    config.snapshot_chunk_rows,
+                    &failures,
+                )
+                .await?;
+            }
+        }
+        let mut senders = Vec::with_capacity(reactions.len());
+        let mut reaction_tasks = Vec::with_capacity(reactions.len());
+        for reaction in reactions {
+            let (tx, task) = delivery::spawn_worker(
+                reaction,
+                Arc::clone(&store),
+                config.retry,
+                Arc::clone(&failures),
+                config.reaction_queue_capacity,
+            );
+            senders.push(tx);
+            reaction_tasks.push(task);
+        }
+        let registry = Registry::default();
+        for info in &queries {
+            registry.update(&info.query_id, |s| {
+                s.sequence = info.sequence;
+                s.row_count = info.row_count;
+                s.epoch = info.epoch;
+            });
+        }
+        tracing::info!(
+            queries = queries.len(),
+            reactions = senders.len(),
+            "runtime started"
+        );
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            registry,
+            metrics: RuntimeMetrics::default(),
+            bootstrap_requests: broadcast::channel(64).0,
+            failures,
+            reaction_senders: Mutex::new(Some(senders)),
+            pipelines: Mutex::new(HashMap::new()),
+            pipeline_tasks: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+        });
+        Ok(Runtime {
+            shared,
+            reaction_tasks,
+        })
+    }
+
+    /// A handle for submitting events.
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops accepting events, lets every pipeline commit what it has queued, lets every
+    /// reaction drain, then flushes the store.
+    pub async fn shutdown(mut self) -> Result<(), RuntimeError> {
+        let shared = Arc::clone(&self.shared);
+        shared.shutting_down.store(true, Ordering::SeqCst);
+        // Dropping the queue senders ends each pipeline once its queue is drained.
+        let senders: Vec<_> = lock(&shared.pipelines).drain().collect();
+        drop(senders);
+        let tasks: Vec<_> = lock(&shared.pipeline_tasks).drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        drop(lock(&shared.reaction_senders).take());
+        for task in std::mem::take(&mut self.reaction_tasks) {
+            let _ = task.await;
+        }
+        shared.store.flush().await?;
+        tracing::info!("runtime stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Runtime {
+    /// Without a `shutdown`, still close every queue so the tasks end instead of leaking.
+    fn drop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        lock(&self.shared.pipelines).clear();
+        drop(lock(&self.shared.reaction_senders).take());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The runtime's own locks guard plain maps; a panic elsewhere cannot leave them half
+    // updated, so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RuntimeHandle {
+    fn sender(&self, query_id: &str) -> Result<mpsc::Sender<Envelope>, SubmitError> {
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let mut pipelines = lock(&self.shared.pipelines);
+        if let Some(tx) = pipelines.get(query_id) {
+            return Ok(tx.clone());
+        }
+        let reactions = lock(&self.shared.reaction_senders)
+            .clone()
+            .ok_or(SubmitError::ShuttingDown)?;
+        let (tx, rx) = mpsc::channel(self.shared.config.queue_capacity);
+        let pipeline = Pipeline::new(query_id.to_owned(), Arc::clone(&self.shared), reactions);
+        lock(&self.shared.pipeline_tasks).push(tokio::spawn(pipeline.run(rx)));
+        pipelines.insert(query_id.to_owned(), tx.clone());
+        Ok(tx)
+    }
+
+    async fn enqueue(&self, query_id: &str, envelope: Envelope) -> Result<(), SubmitError> {
+        let tx = self.sender(query_id)?;
+        match self.shared.config.backpressure {
+            Backpressure::Block => tx
+                .send(envelope)
+                .await
+                .map_err(|_| SubmitError::ShuttingDown),
+            Backpressure::Reject => tx.try_send(envelope).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded {
+                    query_id: query_id.to_owned(),
+                },
+                mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
+            }),
+        }
+    }
+
+    /// Queues an event for its query (waiting for room, or failing with `Overloaded`, per the
+    /// backpressure policy). It is committed asynchronously.
+    pub async fn submit(&self, event: Event) -> Result<(), SubmitError> {
+        let query_id = event.query_id().to_owned();
+        self.enqueue(&query_id, Envelope::Event(Box::new(event), None))
+            .await
+    }
+
+    /// Queues an event and waits until it is committed (or skipped, or refused).
+    pub async fn submit_and_wait(&self, event: Event) -> Result<Applied, SubmitError> {
+        self.submit_tracked(event).await?.wait().await
+    }
+
+    /// Queues an event and returns a handle on its outcome, without waiting for it.
+    pub async fn submit_tracked(&self, event: Event) -> Result<Pending, SubmitError> {
+        let (ack, rx) = oneshot::channel();
+        let query_id = event.query_id().to_owned();
+        self.enqueue(&query_id, Envelope::Event(Box::new(event), Some(ack)))
+            .await?;
+        Ok(Pending { rx })
+    }
+
+    /// Commits `events` of one query as ONE atomic commit: all of them or, when one breaks
+    /// the sequence rules under `Strict` or the store refuses, none. Lifecycle signals that
+    /// clear the query (`deleted`, `bootstrapStarted` under AutoReset) and AutoReset gaps split
+    /// the batch at that point.
+    pub async fn commit_batch(
+        &self,
+        query_id: &str,
+        events: Vec<Event>,
+    ) -> Result<Applied, SubmitError> {
+        if let Some(e) = events.iter().find(|e| e.query_id() != query_id) {
+            return Err(SubmitError::WrongQuery {
+                expected: query_id.to_owned(),
+                found: e.query_id().to_owned(),
+            });
+        }
+        let (ack, rx) = oneshot::channel();
+        self.enqueue(query_id, Envelope::Batch(events, ack)).await?;
+        rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    }
+
+    /// Clears a query (rows, outbox, checkpoints), resets its reactions and, if it was stopped,
+    /// lets it accept events again. Ordered with the query's queued events.
+    pub async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, SubmitError> {
+        let (ack, rx) = oneshot::channel();
+        self.enqueue(query_id, Envelope::Clear(ack)).await?;
+        rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    }
+
+    /// The status of one query, if the runtime has seen it.
+    pub fn status(&self, query_id: &str) -> Option<QueryStatus> {
+        self.shared.registry.get(query_id)
+    }
+
+    /// The status of every query the runtime has seen, by id.
+    pub fn statuses(&self) -> Vec<QueryStatus> {
+        self.shared.registry.all()
+    }
+
+    /// A watch of the query's committed position. Subscribe first, then read: a commit that
+    /// lands in between still marks the receiver changed.
+    pub fn watch(&self, query_id: &str) -> watch::Receiver<Position> {
+        self.shared.registry.watch(query_id)
+    }
+
+    /// Queries that AutoReset cleared and that upstream should re-bootstrap.
+    pub fn bootstrap_requests(&self) -> broadcast::Receiver<String> {
+        self.shared.bootstrap_requests.subscribe()
+    }
+
+    /// Reactions that failed, per query.
+    pub fn reaction_failures(&self) -> Vec<ReactionFailure> {
+        self.shared.failures.all()
+    }
+
+    /// The runtime's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The store under the runtime.
+    pub fn store(&self) -> &Arc<dyn ResultStore> {
+        &self.shared.store
+    }
+}

@@ -1,0 +1,132 @@
+//! Per-query status and position watchers, shared by the pipelines and whoever observes them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use liveresults_core::formats::ControlSignal;
+use tokio::sync::watch;
+
+use crate::error::StopReason;
+
+/// Whether a query accepts events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryState {
+    /// Accepting and committing events.
+    Running,
+    /// Stopped; nothing is accepted until the query is cleared.
+    Stopped(StopReason),
+}
+
+/// What the runtime knows about one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryStatus {
+    /// The query.
+    pub query_id: String,
+    /// Running or stopped (and why).
+    pub state: QueryState,
+    /// Last committed sequence.
+    pub sequence: Option<u64>,
+    /// Exact live rows after the last commit.
+    pub row_count: u64,
+    /// Clears so far.
+    pub epoch: u64,
+    /// The last lifecycle signal upstream sent (`running`, `stopped`, ...).
+    pub upstream: Option<ControlSignal>,
+    /// Set after an AutoReset until upstream starts a new bootstrap.
+    pub awaiting_bootstrap: bool,
+    /// Atomic commits made.
+    pub commits: u64,
+    /// Events skipped as already committed (redeliveries).
+    pub skipped: u64,
+    /// Sequence gaps seen.
+    pub gaps: u64,
+}
+
+impl QueryStatus {
+    fn new(query_id: &str) -> Self {
+        QueryStatus {
+            query_id: query_id.to_owned(),
+            state: QueryState::Running,
+            sequence: None,
+            row_count: 0,
+            epoch: 0,
+            upstream: None,
+            awaiting_bootstrap: false,
+            commits: 0,
+            skipped: 0,
+            gaps: 0,
+        }
+    }
+}
+
+/// A query's committed position: what change-feed readers wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The query's epoch.
+    pub epoch: u64,
+    /// The committed sequence.
+    pub sequence: Option<u64>,
+}
+
+struct Entry {
+    status: QueryStatus,
+    position: watch::Sender<Position>,
+}
+
+/// Status of every query the runtime has seen, plus a position watch per query.
+#[derive(Default)]
+pub(crate) struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    /// Updates (creating if needed) a query's status and publishes its position.
+    pub(crate) fn update(&self, query_id: &str, f: impl FnOnce(&mut QueryStatus)) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let entry = entries.entry(query_id.to_owned()).or_insert_with(|| Entry {
+            status: QueryStatus::new(query_id),
+            position: watch::Sender::new(Position::default()),
+        });
+        f(&mut entry.status);
+        let position = Position {
+            epoch: entry.status.epoch,
+            sequence: entry.status.sequence,
+        };
+        entry.position.send_if_modified(|p| {
+            let changed = *p != position;
+            *p = position;
+            changed
+        });
+    }
+
+    pub(crate) fn get(&self, query_id: &str) -> Option<QueryStatus> {
+        self.entries
+            .lock()
+            .ok()?
+            .get(query_id)
+            .map(|e| e.status.clone())
+    }
+
+    pub(crate) fn all(&self) -> Vec<QueryStatus> {
+        let Ok(entries) = self.entries.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<_> = entries.values().map(|e| e.status.clone()).collect();
+        all.sort_by(|a, b| a.query_id.cmp(&b.query_id));
+        all
+    }
+
+    /// A receiver of the query's position; subscribe before reading so no commit is missed.
+    pub(crate) fn watch(&self, query_id: &str) -> watch::Receiver<Position> {
+        self.update(query_id, |_| {});
+        match self.entries.lock() {
+            Ok(entries) => match entries.get(query_id) {
+                Some(e) => e.position.subscribe(),
+                None => watch::channel(Position::default()).1,
+            },
+            Err(_) => watch::channel(Position::default()).1,
+        }
+    }
+}
