@@ -84,7 +84,7 @@ impl Group {
                 .iter()
                 .map(|(sig, r)| (*sig, r.clone().map(|r| &rows[r]))),
         );
-        self.ops.extend(self.scratch.drain(..));
+        self.ops.append(&mut self.scratch);
         if self.want_events {
             let changes = ops
                 .iter()

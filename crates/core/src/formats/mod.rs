@@ -15,6 +15,7 @@
 //! so newer upstream versions that add fields still parse.
 
 pub mod drasi_lib;
+mod fast;
 pub mod platform;
 
 use std::fmt::Write as _;
@@ -227,6 +228,9 @@ pub struct LineError {
 /// and `"results"` is a drasi-lib query result; anything else is
 /// [`FormatError::UnknownFormat`]. Never panics, whatever `text` holds.
 pub fn parse_event(text: &str) -> Result<Event, FormatError> {
+    if let Some(event) = fast::try_parse(text) {
+        return Ok(event);
+    }
     let json: Json = serde_json::from_str(text).map_err(|err| invalid_json(&err))?;
     parse_event_value(json)
 }
