@@ -2,4 +2,4 @@
 # Runs the whole test suite (installs build dependencies on first use). Extra arguments go to
 # `cargo test`, e.g. `scripts/test.sh -p liveresults-core`.
 source "$(dirname "$0")/setup.sh"
-exec cargo test --release --locked --workspace "$@"
+exec cargo test --release --workspace "$@"
