@@ -1,0 +1,268 @@
+//! `POST /queries/{id}/events`: NDJSON result diffs, committed chunk by chunk.
+//!
+//! The body is read as a stream and cut into chunks of N lines (default 1,000). Each chunk is
+//! parsed (on the blocking pool: JSON parsing is CPU work), handed to the runtime as ONE
+//! atomic commit, and awaited before the next byte of the body is read — so the client is
+//! paced by the store, memory stays bounded by one chunk, and after any failure exactly the
+//! chunks before the failing one are committed. Every error names the 1-based line (counted
+//! over the whole body) and the query's committed sequence, which is where a retry resumes
+//! (events at or below it are skipped as redeliveries).
+
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use futures_util::StreamExt;
+use liveresults_core::formats::{parse_ndjson_line, Event};
+use liveresults_runtime::{Applied, StopReason, SubmitError};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::{AppState, Inner};
+
+/// Ingests an NDJSON body.
+pub async fn ingest(
+    State(state): State<AppState>,
+    Path(query_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let inner = &*state.inner;
+    let result = run(inner, &query_id, &headers, body).await;
+    match &result {
+        Ok(report) => tracing::info!(
+            query_id = %query_id,
+            lines = report.lines,
+            chunks = report.chunks,
+            committed_sequence = ?report.committed,
+            "ingest done"
+        ),
+        Err(error) => {
+            inner.metrics.record_rejection();
+            tracing::warn!(query_id = %query_id, error = %error, "ingest rejected");
+        }
+    }
+    let report = result?;
+    Ok(Json(json!({
+        "query_id": query_id,
+        "lines": report.lines,
+        "committed_sequence": report.committed,
+        "chunks": report.chunks,
+    })))
+}
+
+/// What an ingest did so far.
+#[derive(Debug, Default)]
+struct Report {
+    /// Lines seen (blank ones included).
+    lines: usize,
+    /// Chunks committed.
+    chunks: usize,
+    /// The query's committed sequence.
+    committed: Option<u64>,
+}
+
+/// The lines of the chunk being gathered: raw bytes, and where each non-blank line is.
+#[derive(Debug, Default)]
+struct Chunk {
+    raw: Vec<u8>,
+    /// `(line number, byte range in raw)` of each non-blank line.
+    lines: Vec<(usize, Range<usize>)>,
+    /// Lines in the chunk, blank ones included.
+    line_count: usize,
+    /// First line number of the chunk (0 while empty).
+    first_line: usize,
+}
+
+async fn run(
+    inner: &Inner,
+    query_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Report, ApiError> {
+    let info = inner.runtime.store().query_info(query_id).await?;
+    let mut report = Report {
+        committed: info.sequence,
+        ..Report::default()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > inner.max_body_bytes) {
+        return Err(ApiError::BodyTooLarge {
+            limit: inner.max_body_bytes,
+            committed_sequence: report.committed,
+        });
+    }
+    let mut chunk = Chunk::default();
+    // Start of the current (incomplete) line inside `chunk.raw`.
+    let mut line_start = 0usize;
+    let mut total = 0u64;
+    let mut stream = body.into_data_stream();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = inner.shutdown.cancelled() => {
+                return Err(ApiError::ShuttingDown { committed_sequence: report.committed });
+            }
+            frame = stream.next() => frame,
+        };
+        let Some(frame) = frame else { break };
+        let bytes = frame.map_err(|e| ApiError::BodyRead {
+            line: report.lines,
+            detail: e.to_string(),
+            committed_sequence: report.committed,
+        })?;
+        total = total.saturating_add(bytes.len() as u64);
+        if total > inner.max_body_bytes {
+            return Err(ApiError::BodyTooLarge {
+                limit: inner.max_body_bytes,
+                committed_sequence: report.committed,
+            });
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let newline = rest.iter().position(|&b| b == b'\n');
+            let piece = &rest[..newline.unwrap_or(rest.len())];
+            if chunk.raw.len() - line_start + piece.len() > inner.max_line_bytes {
+                return Err(ApiError::LineTooLong {
+                    line: report.lines + 1,
+                    limit: inner.max_line_bytes,
+                    committed_sequence: report.committed,
+                });
+            }
+            chunk.raw.extend_from_slice(piece);
+            let Some(at) = newline else { break };
+            rest = &rest[at + 1..];
+            report.lines += 1;
+            end_line(&mut chunk, line_start, report.lines);
+            line_start = chunk.raw.len();
+            if chunk.line_count >= inner.chunk_lines {
+                commit(inner, query_id, &mut chunk, &mut report).await?;
+                line_start = 0;
+                if inner.shutdown.is_cancelled() {
+                    return Err(ApiError::ShuttingDown {
+                        committed_sequence: report.committed,
+                    });
+                }
+            }
+        }
+    }
+    if chunk.raw.len() > line_start {
+        // A last line without a trailing newline.
+        report.lines += 1;
+        end_line(&mut chunk, line_start, report.lines);
+    }
+    if chunk.line_count > 0 {
+        commit(inner, query_id, &mut chunk, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Records the line `raw[start..]` as line `line_no` of the chunk.
+fn end_line(chunk: &mut Chunk, start: usize, line_no: usize) {
+    if chunk.line_count == 0 {
+        chunk.first_line = line_no;
+    }
+    chunk.line_count += 1;
+    let mut end = chunk.raw.len();
+    if end > start && chunk.raw[end - 1] == b'\r' {
+        end -= 1;
+    }
+    if !chunk.raw[start..end].iter().all(u8::is_ascii_whitespace) {
+        chunk.lines.push((line_no, start..end));
+    }
+}
+
+/// Parses the chunk's lines; the first bad line rejects the chunk.
+fn parse_chunk(
+    raw: &[u8],
+    lines: &[(usize, Range<usize>)],
+    query_id: &str,
+) -> Result<Vec<(usize, Event)>, (usize, String)> {
+    let mut events = Vec::with_capacity(lines.len());
+    for (line_no, range) in lines {
+        let text = std::str::from_utf8(&raw[range.clone()]).map_err(|e| {
+            (
+                *line_no,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+            )
+        })?;
+        let event =
+            parse_ndjson_line(*line_no, text).map_err(|e| (*line_no, e.source.to_string()))?;
+        if event.query_id() != query_id {
+            return Err((
+                *line_no,
+                format!(
+                    "event is for query {:?}, but the request is for query {query_id:?}",
+                    event.query_id()
+                ),
+            ));
+        }
+        events.push((*line_no, event));
+    }
+    Ok(events)
+}
+
+/// Parses and commits the gathered chunk as one atomic commit, then resets it.
+async fn commit(
+    inner: &Inner,
+    query_id: &str,
+    chunk: &mut Chunk,
+    report: &mut Report,
+) -> Result<(), ApiError> {
+    let taken = std::mem::take(chunk);
+    let (first_line, line_count) = (taken.first_line, taken.line_count);
+    let owned_id = query_id.to_owned();
+    let parsed =
+        tokio::task::spawn_blocking(move || parse_chunk(&taken.raw, &taken.lines, &owned_id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))?;
+    let events = parsed.map_err(|(line, detail)| ApiError::BadLine {
+        line,
+        detail,
+        committed_sequence: report.committed,
+    })?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<(usize, u64)> = events.iter().map(|(l, e)| (*l, e.sequence())).collect();
+    let events = events.into_iter().map(|(_, e)| e).collect();
+    match inner.runtime.commit_batch(query_id, events).await {
+        Ok(applied) => {
+            match applied {
+                Applied::Committed { sequence } => report.committed = Some(sequence),
+                Applied::Skipped { committed } => report.committed = committed.or(report.committed),
+                Applied::Deprovisioned => report.committed = None,
+            }
+            report.chunks += 1;
+            inner.metrics.record_chunk(line_count as u64);
+            tracing::debug!(query_id, first_line, line_count, committed_sequence = ?report.committed, "chunk committed");
+            Ok(())
+        }
+        Err(source) => {
+            // A Strict gap names the sequence that broke the order: point at its line.
+            let line = match &source {
+                SubmitError::QueryStopped {
+                    reason: StopReason::Gap { received, .. },
+                    ..
+                } => lines.iter().find(|(_, s)| s == received).map(|(l, _)| *l),
+                _ => None,
+            };
+            let committed_sequence = match &source {
+                SubmitError::QueryStopped { committed, .. }
+                | SubmitError::Store { committed, .. } => *committed,
+                _ => report.committed,
+            };
+            Err(ApiError::Refused {
+                first_line,
+                line,
+                committed_sequence,
+                source,
+            })
+        }
+    }
+}

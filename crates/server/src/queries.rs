@@ -1,0 +1,77 @@
+//! `GET /queries`, `GET /queries/{id}`, `DELETE /queries/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use liveresults_core::QueryInfo;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::render;
+use crate::state::AppState;
+
+/// The store's state of a query, or 404 when neither the runtime nor the store knows it.
+///
+/// The store answers an unknown query as empty (epoch 0, no sequence, no rows), so "known"
+/// means: the runtime has seen it (it loads every stored query at start), or the store holds
+/// anything of it.
+pub(crate) async fn known_info(state: &AppState, query_id: &str) -> Result<QueryInfo, ApiError> {
+    let runtime = &state.inner.runtime;
+    let info = runtime.store().query_info(query_id).await?;
+    let stored = info.sequence.is_some() || info.epoch > 0 || info.row_count > 0;
+    if stored || runtime.status(query_id).is_some() {
+        Ok(info)
+    } else {
+        Err(ApiError::NotFound {
+            query_id: query_id.to_owned(),
+        })
+    }
+}
+
+/// Every query the store or the runtime knows, by id.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
+    let runtime = &state.inner.runtime;
+    let mut statuses: BTreeMap<String, _> = runtime
+        .statuses()
+        .into_iter()
+        .map(|s| (s.query_id.clone(), s))
+        .collect();
+    let mut out = Vec::new();
+    for info in runtime.store().list_queries().await? {
+        let status = statuses.remove(&info.query_id);
+        out.push((info.query_id.clone(), render::query(&info, status.as_ref())));
+    }
+    // Queries the runtime has seen that the store has not written yet (first chunk refused).
+    for status in statuses.into_values() {
+        let info = render::info_of(&status);
+        out.push((info.query_id.clone(), render::query(&info, Some(&status))));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Json(out.into_iter().map(|(_, v)| v).collect()))
+}
+
+/// One query's stats.
+pub async fn stats(
+    State(state): State<AppState>,
+    Path(query_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = known_info(&state, &query_id).await?;
+    let status = state.inner.runtime.status(&query_id);
+    Ok(Json(render::query(&info, status.as_ref())))
+}
+
+/// Clears a query (rows, outbox, checkpoints; its epoch increments), ordered with its queued
+/// events; a stopped query accepts events again afterwards. Change-feed readers holding an
+/// offset of the old epoch get the must-refetch answer.
+pub async fn clear(
+    State(state): State<AppState>,
+    Path(query_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    known_info(&state, &query_id).await?;
+    let runtime = &state.inner.runtime;
+    let info = runtime.clear_query(&query_id).await?;
+    tracing::info!(query_id = %query_id, epoch = info.epoch, "query cleared");
+    let status = runtime.status(&query_id);
+    Ok(Json(render::query(&info, status.as_ref())))
+}

@@ -1,0 +1,126 @@
+//! `live=sse` on the change feed: Server-Sent Events.
+//!
+//! `event: data` carries a JSON array of messages; `event: control` carries
+//! `{"streamNextOffset", "streamCursor", "upToDate"}` after every data event and whenever the
+//! reader reaches the tail. Keep-alive comments flow while idle. The stream ends when the
+//! client goes away, after the configured connection lifetime (the client reconnects from its
+//! last `streamNextOffset`), on server shutdown, or when the offset stops being readable
+//! (the reconnect then gets the 409 must-refetch answer).
+//!
+//! Each stream is fed by its own task through a small bounded channel: the task parks on the
+//! query's position watch (subscribed before the first read, so no commit is missed), holding
+//! no store resources, and notices a departed client through the channel closing.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use liveresults_runtime::Position;
+use serde_json::{json, Value as Json};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::changes::{cursor, read, Read};
+use crate::error::ApiError;
+use crate::offset::Start;
+use crate::queries::known_info;
+use crate::state::AppState;
+
+/// Events buffered between a stream's task and its connection.
+const SSE_BUFFER: usize = 16;
+
+/// Starts an SSE stream; errors before the first event are ordinary HTTP errors.
+pub(crate) async fn sse(
+    state: AppState,
+    query_id: String,
+    start: Start,
+    client_cursor: Option<String>,
+) -> Result<Response, ApiError> {
+    known_info(&state, &query_id).await?;
+    let position = state.inner.runtime.watch(&query_id);
+    let first = read(&state.inner, &query_id, start).await?;
+    let (tx, rx) = mpsc::channel::<Event>(SSE_BUFFER);
+    let keep_alive = state.inner.sse_keep_alive;
+    tokio::spawn(feed(state, query_id, first, position, tx, client_cursor));
+    let events = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response())
+}
+
+/// Sends one read as events; `false` when the client is gone.
+async fn emit(tx: &mpsc::Sender<Event>, read: Read, cursor: &str) -> bool {
+    if !read.messages.is_empty() {
+        let data = Json::Array(read.messages).to_string();
+        if tx
+            .send(Event::default().event("data").data(data))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    let mut control = json!({
+        "streamNextOffset": read.next.to_string(),
+        "streamCursor": cursor,
+    });
+    if read.up_to_date {
+        control["upToDate"] = Json::Bool(true);
+    }
+    tx.send(Event::default().event("control").data(control.to_string()))
+        .await
+        .is_ok()
+}
+
+async fn feed(
+    state: AppState,
+    query_id: String,
+    first: Read,
+    mut position: watch::Receiver<Position>,
+    tx: mpsc::Sender<Event>,
+    mut client_cursor: Option<String>,
+) {
+    let inner = &*state.inner;
+    let _client = inner.metrics.sse_client();
+    let deadline = Instant::now() + inner.sse_max_duration;
+    let mut current = first;
+    loop {
+        let next = current.next;
+        let up_to_date = current.up_to_date;
+        let cursor = cursor(client_cursor.as_deref());
+        if !emit(&tx, current, &cursor).await {
+            return;
+        }
+        client_cursor = Some(cursor);
+        if !up_to_date {
+            // Still catching up: read the next batch at once.
+            current = match read(inner, &query_id, Start::At(next)).await {
+                Ok(r) => r,
+                Err(e) => return end(&query_id, &e),
+            };
+            continue;
+        }
+        // At the tail: wait for the next commit.
+        current = loop {
+            tokio::select! {
+                biased;
+                () = inner.shutdown.cancelled() => return,
+                () = tx.closed() => return,
+                () = tokio::time::sleep_until(deadline) => return,
+                changed = position.changed() => if changed.is_err() { return },
+            }
+            match read(inner, &query_id, Start::At(next)).await {
+                Ok(r) if r.messages.is_empty() => {}
+                Ok(r) => break r,
+                Err(e) => return end(&query_id, &e),
+            }
+        };
+    }
+}
+
+fn end(query_id: &str, error: &ApiError) {
+    tracing::info!(query_id, error = %error, "sse stream ended: offset no longer readable");
+}

@@ -1,0 +1,147 @@
+//! The state every handler shares: the runtime, the limits, and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveresults_runtime::RuntimeHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ServerMetrics;
+
+/// Default ingest body limit: 1 GiB. Bodies are streamed, so this bounds a request's
+/// duration and disk growth, not its memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
+/// Default lines per ingest chunk (one atomic commit each).
+pub const DEFAULT_CHUNK_LINES: usize = 1000;
+/// Default longest wait of a long-poll before it answers 204.
+const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval of SSE keep-alive comments.
+const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default lifetime of one SSE connection (the protocol asks servers to close about every
+/// minute so clients can collapse onto caches; they reconnect from their last offset).
+const DEFAULT_SSE_MAX_DURATION: Duration = Duration::from_secs(60);
+/// Default outbox entries per change-feed response.
+const DEFAULT_CHANGES_BATCH: usize = 256;
+/// Default rows per snapshot chunk read from the store.
+const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 4096;
+
+#[derive(Clone)]
+pub(crate) struct Inner {
+    pub(crate) runtime: RuntimeHandle,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) chunk_lines: usize,
+    pub(crate) long_poll_timeout: Duration,
+    pub(crate) sse_keep_alive: Duration,
+    pub(crate) sse_max_duration: Duration,
+    pub(crate) changes_batch: usize,
+    pub(crate) snapshot_chunk_rows: usize,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Arc<ServerMetrics>,
+}
+
+/// What the handlers share. Cheap to clone; setters take `self` so a configuration reads as
+/// one chain.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// State over a running runtime with the defaults: 1 GiB bodies, 16 MiB lines, 1,000-line
+    /// chunks, 30 s long-polls, 15 s SSE keep-alives, 60 s SSE connections, 256 batches per
+    /// change-feed response, 4,096-row snapshot chunks.
+    pub fn new(runtime: RuntimeHandle) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                runtime,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_line_bytes: liveresults_runtime::DEFAULT_MAX_LINE_BYTES,
+                chunk_lines: DEFAULT_CHUNK_LINES,
+                long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,
+                sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+                sse_max_duration: DEFAULT_SSE_MAX_DURATION,
+                changes_batch: DEFAULT_CHANGES_BATCH,
+                snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+                shutdown: CancellationToken::new(),
+                metrics: Arc::default(),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        // Configuring after cloning copies the settings, so earlier clones keep theirs.
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// Largest ingest body in bytes (default 1 GiB); larger bodies get 413.
+    #[must_use]
+    pub fn max_body_bytes(self, bytes: u64) -> Self {
+        self.edit(|i| i.max_body_bytes = bytes)
+    }
+
+    /// Longest ingest line in bytes (default 16 MiB); a longer line gets 400 naming it.
+    #[must_use]
+    pub fn max_line_bytes(self, bytes: usize) -> Self {
+        self.edit(|i| i.max_line_bytes = bytes.max(1))
+    }
+
+    /// Lines per ingest chunk, each one atomic commit (default 1,000).
+    #[must_use]
+    pub fn chunk_lines(self, lines: usize) -> Self {
+        self.edit(|i| i.chunk_lines = lines.max(1))
+    }
+
+    /// How long a long-poll waits for a commit before answering 204 (default 30 s).
+    #[must_use]
+    pub fn long_poll_timeout(self, timeout: Duration) -> Self {
+        self.edit(|i| i.long_poll_timeout = timeout)
+    }
+
+    /// Interval of SSE keep-alive comments (default 15 s).
+    #[must_use]
+    pub fn sse_keep_alive(self, interval: Duration) -> Self {
+        self.edit(|i| i.sse_keep_alive = interval.max(Duration::from_millis(10)))
+    }
+
+    /// How long one SSE connection stays open before the server ends it (default 60 s).
+    #[must_use]
+    pub fn sse_max_duration(self, duration: Duration) -> Self {
+        self.edit(|i| i.sse_max_duration = duration)
+    }
+
+    /// Outbox entries (committed batches) per change-feed response (default 256).
+    #[must_use]
+    pub fn changes_batch(self, entries: usize) -> Self {
+        self.edit(|i| i.changes_batch = entries.max(1))
+    }
+
+    /// Rows per snapshot chunk read from the store (default 4,096).
+    #[must_use]
+    pub fn snapshot_chunk_rows(self, rows: usize) -> Self {
+        self.edit(|i| i.snapshot_chunk_rows = rows.max(1))
+    }
+
+    /// Uses `token` as the shutdown signal (default: a fresh one; [`crate::serve`] cancels it).
+    #[must_use]
+    pub fn shutdown(self, token: CancellationToken) -> Self {
+        self.edit(|i| i.shutdown = token)
+    }
+
+    /// The shutdown signal: cancelling it ends live readers and stops ingest after the chunk
+    /// in flight.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// The runtime the server feeds.
+    pub fn runtime(&self) -> &RuntimeHandle {
+        &self.inner.runtime
+    }
+
+    /// The server's own counters.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.inner.metrics
+    }
+}
