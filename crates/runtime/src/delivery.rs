@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use liveresults_core::{Checkpoint, ResultStore};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::RetryPolicy;
@@ -115,6 +115,17 @@ pub(crate) async fn deliver_one(
     }
 }
 
+/// What a reaction worker's queue carries.
+pub(crate) enum Work {
+    /// Hand this to the reaction.
+    Deliver(Delivery),
+    /// Answer once everything queued before has been handled. A pipeline waits on this before
+    /// clearing its query: a change of the old epoch still queued would otherwise save its
+    /// checkpoint after the clear deleted the checkpoints, and a restart would then trust a
+    /// position of the old epoch.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Spawns the worker of one reaction; it ends when every sender is gone and its queue drained.
 pub(crate) fn spawn_worker(
     reaction: Arc<dyn Reaction>,
@@ -122,11 +133,18 @@ pub(crate) fn spawn_worker(
     retry: RetryPolicy,
     failures: Arc<Failures>,
     capacity: usize,
-) -> (mpsc::Sender<Delivery>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Delivery>(capacity);
+) -> (mpsc::Sender<Work>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Work>(capacity);
     let task = tokio::spawn(async move {
-        while let Some(delivery) = rx.recv().await {
-            deliver_one(&*reaction, &*store, retry, &failures, &delivery).await;
+        while let Some(work) = rx.recv().await {
+            match work {
+                Work::Deliver(delivery) => {
+                    deliver_one(&*reaction, &*store, retry, &failures, &delivery).await
+                }
+                Work::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
         }
     });
     (tx, task)

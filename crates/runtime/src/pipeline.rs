@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::{QueryConfig, RecoveryPolicy};
+use crate::delivery::Work;
 use crate::error::{StopReason, SubmitError};
 use crate::group::Group;
 use crate::reaction::{CommittedChange, Delivery};
@@ -55,7 +56,7 @@ pub(crate) struct Pipeline {
     query_id: String,
     config: QueryConfig,
     shared: Arc<Shared>,
-    reactions: Vec<mpsc::Sender<Delivery>>,
+    reactions: Vec<mpsc::Sender<Work>>,
     committed: Option<u64>,
     epoch: u64,
     stopped: Option<StopReason>,
@@ -69,7 +70,7 @@ impl Pipeline {
     pub(crate) fn new(
         query_id: String,
         shared: Arc<Shared>,
-        reactions: Vec<mpsc::Sender<Delivery>>,
+        reactions: Vec<mpsc::Sender<Work>>,
     ) -> Self {
         let config = shared.config.query_config(&query_id).clone();
         let want_events = !reactions.is_empty();
@@ -164,6 +165,12 @@ impl Pipeline {
                     }
                     (_, None) => {}
                 }
+                // Only now, with the event's ack registered, may a full group be flushed: an
+                // ack registered after its commit would be answered by a later one (or not
+                // at all, with a wrong outcome).
+                if self.group.events() >= self.shared.config.group_commit_events {
+                    self.flush().await;
+                }
             }
             Envelope::Batch(events, ack) => {
                 // A batch is its own commit: flush what came before, and nothing after joins it.
@@ -239,7 +246,24 @@ impl Pipeline {
             Order::Gap => {
                 let committed = self.group.last().or(self.committed);
                 self.shared.registry.update(&self.query_id, |s| s.gaps += 1);
+                // A `bootstrapStarted` under AutoReset clears the query itself: resetting for
+                // the gap too would clear twice and ask upstream for a bootstrap it has begun.
+                let bootstrap_follows = self.config.policy == RecoveryPolicy::AutoReset
+                    && matches!(
+                        event,
+                        Event::Control {
+                            signal: ControlSignal::BootstrapStarted,
+                            ..
+                        }
+                    );
                 match self.config.policy {
+                    RecoveryPolicy::AutoReset if bootstrap_follows => {
+                        tracing::warn!(
+                            ?committed,
+                            received = sequence,
+                            "sequence gap at a bootstrap start"
+                        );
+                    }
                     RecoveryPolicy::AutoSkipGap => {
                         tracing::warn!(?committed, received = sequence, "sequence gap skipped");
                     }
@@ -257,7 +281,7 @@ impl Pipeline {
                         return Err(self.stopped_error(&reason));
                     }
                     RecoveryPolicy::AutoReset => {
-                        self.flush().await;
+                        self.flush_or_refuse().await?;
                         tracing::warn!(
                             ?committed,
                             received = sequence,
@@ -280,23 +304,33 @@ impl Pipeline {
                 ControlSignal::BootstrapStarted
                     if self.config.policy == RecoveryPolicy::AutoReset =>
                 {
-                    self.flush().await;
+                    self.flush_or_refuse().await?;
                     self.reset_or_stop("bootstrap started").await?;
                     self.group.add_control(sequence, signal);
                 }
                 ControlSignal::Deleted => {
-                    self.flush().await;
+                    self.flush_or_refuse().await?;
                     self.reset_or_stop("query deleted").await?;
+                    self.shared
+                        .registry
+                        .update(&self.query_id, |s| s.upstream = Some(signal));
                     self.stop(StopReason::Deleted);
                     return Ok(Some(Applied::Deprovisioned));
                 }
                 _ => self.group.add_control(sequence, signal),
             },
         }
-        if !self.in_batch && self.group.events() >= self.shared.config.group_commit_events {
-            self.flush().await;
-        }
         Ok(None)
+    }
+
+    /// Commits the group before a clear; if that commit failed the query is stopped and the
+    /// event that asked for the clear is refused rather than applied to a stopped query.
+    async fn flush_or_refuse(&mut self) -> Result<(), SubmitError> {
+        self.flush().await;
+        match &self.stopped {
+            Some(reason) => Err(self.stopped_error(reason)),
+            None => Ok(()),
+        }
     }
 
     async fn reset_or_stop(&mut self, why: &str) -> Result<(), SubmitError> {
@@ -313,6 +347,14 @@ impl Pipeline {
     /// Clears the query in the store and tells every reaction to drop its state for it.
     async fn reset(&mut self, why: &str) -> Result<QueryInfo, StoreError> {
         let span = tracing::info_span!("reset", query_id = %self.query_id, why);
+        // Let every reaction finish what it was given (and checkpoint it) before the clear
+        // deletes the checkpoints; see `Work::Barrier`.
+        for tx in &self.reactions {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Work::Barrier(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
         let (store, retry) = (&self.shared.store, self.shared.config.retry);
         let info = store_retry(retry, "clear", || store.clear_query(&self.query_id))
             .instrument(span)
@@ -329,7 +371,7 @@ impl Pipeline {
             epoch: info.epoch,
         };
         for tx in &self.reactions {
-            let _ = tx.send(reset.clone()).await;
+            let _ = tx.send(Work::Deliver(reset.clone())).await;
         }
         Ok(info)
     }
@@ -393,7 +435,9 @@ impl Pipeline {
             });
             for tx in &self.reactions {
                 // Awaiting here is the backpressure: a slow reaction slows this query.
-                let _ = tx.send(Delivery::Change(Arc::clone(&change))).await;
+                let _ = tx
+                    .send(Work::Deliver(Delivery::Change(Arc::clone(&change))))
+                    .await;
             }
         }
     }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use liveresults_core::codec::row::decode_row;
 use liveresults_core::{QueryInfo, ResultStore, StoreError};
 
+use tracing::Instrument;
+
 use crate::config::{RecoveryPolicy, RetryPolicy};
 use crate::delivery::{deliver_one, Failures};
 use crate::reaction::{CommittedChange, Delivery, Reaction};
@@ -33,7 +35,22 @@ pub(crate) async fn recover(
 ) -> Result<(), StoreError> {
     let span =
         tracing::info_span!("recover", reaction_id = reaction.id(), query_id = %info.query_id);
-    let _guard = span.enter();
+    // `instrument`, not `span.enter()`: an entered guard held across awaits leaks the span
+    // into whatever else runs on the thread meanwhile.
+    recover_in_span(reaction, store, info, policy, retry, chunk_rows, failures)
+        .instrument(span)
+        .await
+}
+
+async fn recover_in_span(
+    reaction: &dyn Reaction,
+    store: &dyn ResultStore,
+    info: &QueryInfo,
+    policy: RecoveryPolicy,
+    retry: RetryPolicy,
+    chunk_rows: usize,
+    failures: &Failures,
+) -> Result<(), StoreError> {
     let query_id = info.query_id.as_str();
     let start = if reaction.durable() {
         match store_retry(retry, "checkpoint", || {
@@ -41,8 +58,19 @@ pub(crate) async fn recover(
         })
         .await?
         {
-            Some(cp) if cp.config_hash == reaction.config_hash() => Start::CatchUp(cp.sequence),
-            Some(_) => Start::Rebuild("its configuration changed".into()),
+            Some(cp) if cp.config_hash != reaction.config_hash() => {
+                Start::Rebuild("its configuration changed".into())
+            }
+            // A position the store never reached (the store lost a suffix of commits to a
+            // power loss) cannot be caught up from: the outbox after it is simply empty, and
+            // the reaction would keep rows the store no longer has.
+            Some(cp) if cp.sequence.is_some() && cp.sequence > info.sequence => {
+                Start::Rebuild(format!(
+                    "its checkpoint {:?} is ahead of the store's sequence {:?}",
+                    cp.sequence, info.sequence
+                ))
+            }
+            Some(cp) => Start::CatchUp(cp.sequence),
             None => Start::CatchUp(None),
         }
     } else {

@@ -10,11 +10,11 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Backpressure, RuntimeConfig};
-use crate::delivery::{self, Failures, ReactionFailure};
+use crate::delivery::{self, Failures, ReactionFailure, Work};
 use crate::error::{RuntimeError, SubmitError};
 use crate::metrics::{MetricsSnapshot, RuntimeMetrics};
 use crate::pipeline::{Applied, Envelope, Pipeline};
-use crate::reaction::{Delivery, Reaction};
+use crate::reaction::Reaction;
 use crate::recovery;
 use crate::status::{Position, QueryStatus, Registry};
 
@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub(crate) bootstrap_requests: broadcast::Sender<String>,
     failures: Arc<Failures>,
     /// Taken at shutdown so the reaction workers see their queues close.
-    reaction_senders: Mutex<Option<Vec<mpsc::Sender<Delivery>>>>,
+    reaction_senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
     pipelines: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
     pipeline_tasks: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: AtomicBool,
@@ -140,9 +140,13 @@ impl Runtime {
     /// reaction drain, then flushes the store.
     pub async fn shutdown(mut self) -> Result<(), RuntimeError> {
         let shared = Arc::clone(&self.shared);
-        shared.shutting_down.store(true, Ordering::SeqCst);
-        // Dropping the queue senders ends each pipeline once its queue is drained.
-        let senders: Vec<_> = lock(&shared.pipelines).drain().collect();
+        // Dropping the queue senders ends each pipeline once its queue is drained. The flag is
+        // set under the same lock `sender` checks it under, so no pipeline appears afterwards.
+        let senders: Vec<_> = {
+            let mut pipelines = lock(&shared.pipelines);
+            shared.shutting_down.store(true, Ordering::SeqCst);
+            pipelines.drain().collect()
+        };
         drop(senders);
         let tasks: Vec<_> = lock(&shared.pipeline_tasks).drain(..).collect();
         for task in tasks {
@@ -161,8 +165,10 @@ impl Runtime {
 impl Drop for Runtime {
     /// Without a `shutdown`, still close every queue so the tasks end instead of leaking.
     fn drop(&mut self) {
+        let mut pipelines = lock(&self.shared.pipelines);
         self.shared.shutting_down.store(true, Ordering::SeqCst);
-        lock(&self.shared.pipelines).clear();
+        pipelines.clear();
+        drop(pipelines);
         drop(lock(&self.shared.reaction_senders).take());
     }
 }
@@ -175,10 +181,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RuntimeHandle {
     fn sender(&self, query_id: &str) -> Result<mpsc::Sender<Envelope>, SubmitError> {
+        let mut pipelines = lock(&self.shared.pipelines);
+        // Checked under the pipelines lock, which `shutdown` holds while setting the flag: a
+        // pipeline created after shutdown drained the map would never be closed, and its
+        // reaction senders would keep the reaction workers (and so `shutdown`) waiting forever.
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
-        let mut pipelines = lock(&self.shared.pipelines);
         if let Some(tx) = pipelines.get(query_id) {
             return Ok(tx.clone());
         }

@@ -37,15 +37,54 @@ pub async fn run_ndjson<R: AsyncBufRead + Unpin>(
     mut progress: impl FnMut(&SourceReport),
 ) -> Result<SourceReport, SourceError> {
     let mut report = SourceReport::default();
-    let mut stored: HashMap<String, Option<u64>> = HashMap::new();
     let mut last: HashMap<String, (usize, Pending)> = HashMap::new();
+    let read = read_lines(
+        &mut reader,
+        handle,
+        max_line_bytes,
+        &mut progress,
+        &mut report,
+        &mut last,
+    )
+    .await;
+    // Even when a line is bad, what was submitted before it is waited for, so that "earlier
+    // lines stay committed" holds when this returns, not at some later moment.
+    // Queues are FIFO per query: once each query's last event is answered, all are.
+    let mut refused = None;
+    for (_, (line, pending)) in last {
+        match pending.wait().await {
+            Ok(Applied::Committed { .. } | Applied::Skipped { .. } | Applied::Deprovisioned) => {}
+            Err(source) => {
+                if refused.is_none() {
+                    refused = Some(SourceError::Submit { line, source });
+                }
+            }
+        }
+    }
+    read?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Reads and submits every line; the last pending event of each query is left in `last`.
+async fn read_lines<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    handle: &RuntimeHandle,
+    max_line_bytes: usize,
+    progress: &mut impl FnMut(&SourceReport),
+    report: &mut SourceReport,
+    last: &mut HashMap<String, (usize, Pending)>,
+) -> Result<(), SourceError> {
+    let mut stored: HashMap<String, Option<u64>> = HashMap::new();
     let mut buf = Vec::new();
     loop {
         buf.clear();
         let limit = u64::try_from(max_line_bytes)
             .unwrap_or(u64::MAX)
             .saturating_add(1);
-        let n = (&mut reader)
+        let n = (&mut *reader)
             .take(limit)
             .read_until(b'\n', &mut buf)
             .await?;
@@ -106,16 +145,9 @@ pub async fn run_ndjson<R: AsyncBufRead + Unpin>(
             })?;
         last.insert(query_id, (line_no, pending));
         report.submitted += 1;
-        progress(&report);
+        progress(report);
     }
-    // Queues are FIFO per query: once each query's last event is answered, all are.
-    for (_, (line, pending)) in last {
-        match pending.wait().await {
-            Ok(Applied::Committed { .. } | Applied::Skipped { .. } | Applied::Deprovisioned) => {}
-            Err(source) => return Err(SourceError::Submit { line, source }),
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// An in-process source: events sent on the returned channel are submitted in order. The task

@@ -1,0 +1,596 @@
+//! Helpers shared by the runtime tests (and, through `#[path]`, by the root package's RocksDB
+//! restart and crash tests): event builders for both Drasi formats, recording reactions, store
+//! readers, and a random event stream with its plain model.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use liveresults_core::codec::row::decode_row;
+use liveresults_core::formats::{parse_event, Event};
+use liveresults_core::row::Value;
+use liveresults_core::signature::{columns_signature, row_signature, KeyColumns};
+use liveresults_core::ResultStore;
+use liveresults_runtime::reactions::MaterializedView;
+use liveresults_runtime::{ChangeEvent, Delivery, Reaction, ReactionError};
+use serde_json::{json, Value as Json};
+
+// ---------------------------------------------------------------------------------------------
+// Event builders.
+
+/// Parses an event built as JSON; the builders below produce only valid events.
+pub fn event(json: Json) -> Event {
+    match parse_event(&json.to_string()) {
+        Ok(event) => event,
+        Err(e) => panic!("test built an invalid event {json}: {e}"),
+    }
+}
+
+/// A drasi-lib `QueryResult` with the given diffs.
+pub fn lib(query: &str, sequence: u64, diffs: Vec<Json>) -> Event {
+    event(
+        json!({"query_id": query, "sequence": sequence, "timestamp": 1_740_830_400_000u64,
+                 "results": diffs}),
+    )
+}
+
+/// A drasi-lib row `{"k": k, "v": v}`.
+pub fn row(k: u64, v: i64) -> Json {
+    json!({"k": k, "v": v})
+}
+
+/// drasi-lib `ADD` of row `{k, v}` with signature `k`.
+pub fn add(k: u64, v: i64) -> Json {
+    json!({"type": "ADD", "data": row(k, v), "row_signature": k})
+}
+
+/// drasi-lib `DELETE` of signature `k`.
+pub fn delete(k: u64) -> Json {
+    json!({"type": "DELETE", "data": row(k, 0), "row_signature": k})
+}
+
+/// drasi-lib `UPDATE` of signature `k` from `v0` to `v1`.
+pub fn update(k: u64, v0: i64, v1: i64) -> Json {
+    json!({"type": "UPDATE", "data": row(k, v1), "before": row(k, v0), "after": row(k, v1),
+           "row_signature": k})
+}
+
+/// drasi-lib `aggregation` of signature `k` to `v`.
+pub fn aggregation(k: u64, v: i64) -> Json {
+    json!({"type": "aggregation", "before": null, "after": row(k, v), "row_signature": k})
+}
+
+/// A one-diff drasi-lib event adding `{k, v}`.
+pub fn lib_add(query: &str, sequence: u64, k: u64, v: i64) -> Event {
+    lib(query, sequence, vec![add(k, v)])
+}
+
+/// A Drasi platform change event.
+pub fn platform(
+    query: &str,
+    sequence: u64,
+    added: Vec<Json>,
+    updated: Vec<Json>,
+    deleted: Vec<Json>,
+) -> Event {
+    event(
+        json!({"kind": "change", "queryId": query, "sequence": sequence,
+                 "sourceTimeMs": 1_740_830_400_000u64, "addedResults": added,
+                 "updatedResults": updated, "deletedResults": deleted}),
+    )
+}
+
+/// A Drasi platform control event (`bootstrapStarted`, `running`, `deleted`, ...).
+pub fn control(query: &str, sequence: u64, kind: &str) -> Event {
+    event(
+        json!({"kind": "control", "queryId": query, "sequence": sequence,
+                 "sourceTimeMs": 1_740_830_400_000u64, "controlSignal": {"kind": kind}}),
+    )
+}
+
+/// The platform row `{"g": g, "n": n}` (no signature: the runtime hashes it).
+pub fn prow(g: u64, n: i64) -> Json {
+    json!({"g": g, "n": n})
+}
+
+/// The signature of a platform row under whole-row keys.
+pub fn whole_sig(row: &Json) -> u64 {
+    row_signature(&Value::from(row), &KeyColumns::WholeRow)
+}
+
+/// The signature of a platform row grouped by `g`.
+pub fn grouped_sig(row: &Json) -> u64 {
+    columns_signature(&Value::from(row), &["g".to_owned()])
+}
+
+/// An event as one NDJSON line (without the newline).
+pub fn ndjson_line(json: &Json) -> String {
+    json.to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading state.
+
+/// Every row of a query in the store, decoded.
+pub async fn store_rows(store: &dyn ResultStore, query: &str) -> BTreeMap<u64, Value> {
+    let rows = store
+        .snapshot(query, 7)
+        .await
+        .expect("snapshot")
+        .collect_rows()
+        .await
+        .expect("snapshot rows");
+    rows.into_iter()
+        .map(|(sig, bytes)| (sig, decode_row(&bytes).expect("stored row decodes")))
+        .collect()
+}
+
+/// The store's committed sequence of a query.
+pub async fn stored_sequence(store: &dyn ResultStore, query: &str) -> Option<u64> {
+    store.query_info(query).await.expect("query_info").sequence
+}
+
+/// A model's rows as the store holds them.
+pub fn model_values(model: &BTreeMap<u64, Json>) -> BTreeMap<u64, Value> {
+    model.iter().map(|(k, v)| (*k, Value::from(v))).collect()
+}
+
+/// Waits (up to 10 s) until `check` holds; reactions run asynchronously.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reactions.
+
+/// A short, comparable description of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// `Delivery::Reset` with its epoch.
+    Reset(String, u64),
+    /// `Delivery::SnapshotRows` with its row count.
+    SnapshotRows(String, usize),
+    /// `Delivery::SnapshotDone` with its sequence.
+    SnapshotDone(String, Option<u64>),
+    /// `Delivery::Change`: epoch, first and last sequence.
+    Change(String, u64, u64, u64),
+}
+
+/// Records every delivery; optionally sleeps in each, fails, or checks the store.
+pub struct Recorder {
+    id: String,
+    durable: bool,
+    config_hash: u64,
+    delay: Duration,
+    pub seen: Mutex<Vec<Seen>>,
+    /// Row-level changes applied, per query (for counting delivered events).
+    pub events: AtomicUsize,
+    /// When set, every `Change` must already be committed in this store when delivered.
+    check_durable: Option<Arc<dyn ResultStore>>,
+    pub violations: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// A non-durable recorder.
+    pub fn new(id: &str) -> Self {
+        Recorder {
+            id: id.to_owned(),
+            durable: false,
+            config_hash: 0,
+            delay: Duration::ZERO,
+            seen: Mutex::new(Vec::new()),
+            events: AtomicUsize::new(0),
+            check_durable: None,
+            violations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Declares the recorder durable (it keeps checkpoints).
+    pub fn durable(mut self, config_hash: u64) -> Self {
+        self.durable = true;
+        self.config_hash = config_hash;
+        self
+    }
+
+    /// Sleeps this long in every delivery.
+    pub fn slow(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Checks, inside every `Change` delivery, that the store already holds its sequence.
+    pub fn checking(mut self, store: Arc<dyn ResultStore>) -> Self {
+        self.check_durable = Some(store);
+        self
+    }
+
+    /// What it has seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The changes it has seen, as `(query, epoch, first, last)`.
+    pub fn changes(&self) -> Vec<(String, u64, u64, u64)> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Change(q, e, f, l) => Some((q, e, f, l)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Reaction for Recorder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
+    }
+
+    fn config_hash(&self) -> u64 {
+        self.config_hash
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), ReactionError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let seen = match delivery {
+            Delivery::Reset { query_id, epoch } => Seen::Reset(query_id.clone(), *epoch),
+            Delivery::SnapshotRows { query_id, rows } => {
+                Seen::SnapshotRows(query_id.clone(), rows.len())
+            }
+            Delivery::SnapshotDone { query_id, sequence } => {
+                Seen::SnapshotDone(query_id.clone(), *sequence)
+            }
+            Delivery::Change(change) => {
+                if let Some(store) = &self.check_durable {
+                    let committed = store.query_info(&change.query_id).await.ok();
+                    let ok = committed
+                        .as_ref()
+                        .and_then(|i| i.sequence)
+                        .is_some_and(|s| s >= change.span.last);
+                    if !ok {
+                        self.violations.lock().unwrap().push(format!(
+                            "change {:?} delivered while the store is at {committed:?}",
+                            change.span
+                        ));
+                    }
+                }
+                let n = change
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, ChangeEvent::Rows { .. }))
+                    .count();
+                self.events.fetch_add(n, Ordering::SeqCst);
+                Seen::Change(
+                    change.query_id.clone(),
+                    change.epoch,
+                    change.span.first,
+                    change.span.last,
+                )
+            }
+        };
+        self.seen.lock().unwrap().push(seen);
+        Ok(())
+    }
+}
+
+/// A materialized view that declares itself durable: its state survives "restarts" because
+/// the test keeps the same instance, so on start it catches up from the outbox.
+pub struct DurableView {
+    pub view: MaterializedView,
+}
+
+impl DurableView {
+    /// An empty durable view with id `id`.
+    pub fn new(id: &str) -> Self {
+        DurableView {
+            view: MaterializedView::new(id),
+        }
+    }
+}
+
+#[async_trait]
+impl Reaction for DurableView {
+    fn id(&self) -> &str {
+        self.view.id()
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), ReactionError> {
+        self.view.deliver(delivery).await
+    }
+}
+
+/// Applies a logged change's row operations (the `NdjsonLog` line format) to `rows`.
+pub fn apply_log_line(rows: &mut BTreeMap<String, BTreeMap<u64, Json>>, line: &Json) {
+    let query = line["query_id"].as_str().expect("query_id").to_owned();
+    let q = rows.entry(query).or_default();
+    match line["type"].as_str() {
+        Some("reset") => q.clear(),
+        Some("snapshot") => {
+            for r in line["rows"].as_array().expect("rows") {
+                q.insert(r["signature"].as_u64().expect("sig"), r["row"].clone());
+            }
+        }
+        Some("change") => {
+            for e in line["events"].as_array().expect("events") {
+                let Some(upserts) = e["upserts"].as_array() else {
+                    continue; // a control event
+                };
+                // Within one event the runtime applies operations in order; the log splits
+                // them into upserts and deletes, which is equivalent because one event
+                // never both deletes and upserts the same signature in these streams.
+                for d in e["deletes"].as_array().expect("deletes") {
+                    q.remove(&d.as_u64().expect("sig"));
+                }
+                for u in upserts {
+                    q.insert(u["signature"].as_u64().expect("sig"), u["row"].clone());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random streams with a plain model.
+
+/// One step of a random stream.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// drasi-lib ADD of `{k, v}` (signature `k`).
+    LibAdd(u64, i64),
+    /// drasi-lib UPDATE of signature `k` to `v`.
+    LibUpdate(u64, i64),
+    /// drasi-lib DELETE of signature `k`.
+    LibDelete(u64),
+    /// drasi-lib aggregation of signature `k` to `v`.
+    LibAggregation(u64, i64),
+    /// drasi-lib event with only a `noop` diff.
+    LibNoop,
+    /// Platform add of `{g, n}` (whole-row signature).
+    PlatAdd(u64, i64),
+    /// Platform delete of `{g, n}` (whole-row signature).
+    PlatDelete(u64, i64),
+    /// Platform update of group `g` from `n0` to `n1`, grouped by `g`.
+    PlatGroupedUpdate(u64, i64, i64),
+    /// Platform update of `{g, n0}` to `{g, n1}` without grouping keys (delete + upsert).
+    PlatUpdate(u64, i64, i64),
+    /// A `running` control signal.
+    Running,
+    /// Redelivery of the event `back` events before (clamped): must change nothing.
+    Duplicate(usize),
+}
+
+/// The events of `ops` for `query`, numbered from 1 (duplicates reuse an earlier number),
+/// and the rows the query must hold after all of them.
+pub fn stream(query: &str, ops: &[Op]) -> (Vec<Event>, BTreeMap<u64, Json>) {
+    let mut events: Vec<Event> = Vec::new();
+    let mut model: BTreeMap<u64, Json> = BTreeMap::new();
+    let mut sequence = 0u64;
+    for op in ops {
+        if let Op::Duplicate(back) = op {
+            if !events.is_empty() {
+                let i = events.len() - 1 - back % events.len();
+                let again = events[i].clone();
+                events.push(again);
+            }
+            continue;
+        }
+        sequence += 1;
+        let s = sequence;
+        let e = match *op {
+            Op::LibAdd(k, v) => {
+                model.insert(k, row(k, v));
+                lib(query, s, vec![add(k, v)])
+            }
+            Op::LibUpdate(k, v) => {
+                model.insert(k, row(k, v));
+                lib(query, s, vec![update(k, v - 1, v)])
+            }
+            Op::LibDelete(k) => {
+                model.remove(&k);
+                lib(query, s, vec![delete(k)])
+            }
+            Op::LibAggregation(k, v) => {
+                model.insert(k, row(k, v));
+                lib(query, s, vec![aggregation(k, v)])
+            }
+            Op::LibNoop => lib(query, s, vec![json!({"type": "noop"})]),
+            Op::PlatAdd(g, n) => {
+                let r = prow(g, n);
+                model.insert(whole_sig(&r), r.clone());
+                platform(query, s, vec![r], vec![], vec![])
+            }
+            Op::PlatDelete(g, n) => {
+                let r = prow(g, n);
+                model.remove(&whole_sig(&r));
+                platform(query, s, vec![], vec![], vec![r])
+            }
+            Op::PlatGroupedUpdate(g, n0, n1) => {
+                let (before, after) = (prow(g, n0), prow(g, n1));
+                model.insert(grouped_sig(&after), after.clone());
+                platform(
+                    query,
+                    s,
+                    vec![],
+                    vec![json!({"before": before, "after": after, "groupingKeys": ["g"]})],
+                    vec![],
+                )
+            }
+            Op::PlatUpdate(g, n0, n1) => {
+                let (before, after) = (prow(g, n0), prow(g, n1));
+                model.remove(&whole_sig(&before));
+                model.insert(whole_sig(&after), after.clone());
+                platform(
+                    query,
+                    s,
+                    vec![],
+                    vec![json!({"before": before, "after": after})],
+                    vec![],
+                )
+            }
+            Op::Running => control(query, s, "running"),
+            Op::Duplicate(_) => unreachable!("handled above"),
+        };
+        events.push(e);
+    }
+    (events, model)
+}
+
+/// Interleaves the streams of several queries deterministically by `picks` (each pick names
+/// the query whose next event goes next), appending what remains in query order.
+pub fn interleave(mut streams: Vec<Vec<Event>>, picks: &[usize]) -> Vec<Event> {
+    for s in &mut streams {
+        s.reverse();
+    }
+    let mut out = Vec::new();
+    for &p in picks {
+        let n = streams.len();
+        if let Some(e) = streams[p % n].pop() {
+            out.push(e);
+        }
+    }
+    for mut s in streams {
+        while let Some(e) = s.pop() {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// A proptest strategy for one op over a few signatures.
+pub fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let k = 0u64..6;
+    let v = -3i64..4;
+    prop_oneof![
+        3 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::LibAdd(k, v)),
+        2 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::LibUpdate(k, v)),
+        2 => k.clone().prop_map(Op::LibDelete),
+        1 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::LibAggregation(k, v)),
+        1 => Just(Op::LibNoop),
+        2 => (k.clone(), v.clone()).prop_map(|(g, n)| Op::PlatAdd(g, n)),
+        1 => (k.clone(), v.clone()).prop_map(|(g, n)| Op::PlatDelete(g, n)),
+        1 => (k.clone(), v.clone(), v.clone()).prop_map(|(g, a, b)| Op::PlatGroupedUpdate(g, a, b)),
+        1 => (k, v.clone(), v).prop_map(|(g, a, b)| Op::PlatUpdate(g, a, b)),
+        1 => Just(Op::Running),
+        2 => (0usize..8).prop_map(Op::Duplicate),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart equivalence runs.
+
+/// Submits `events` to a fresh runtime on `store` with `reactions`, then shuts it down (which
+/// commits and delivers everything queued).
+pub async fn run_phase(
+    store: Arc<dyn ResultStore>,
+    config: liveresults_runtime::RuntimeConfig,
+    reactions: Vec<Arc<dyn Reaction>>,
+    events: &[Event],
+) {
+    let rt = liveresults_runtime::Runtime::start(store, config, reactions)
+        .await
+        .expect("runtime starts");
+    let h = rt.handle();
+    for e in events {
+        h.submit(e.clone()).await.expect("submit");
+    }
+    rt.shutdown().await.expect("shutdown");
+    for s in h.statuses() {
+        assert_eq!(
+            s.state,
+            liveresults_runtime::QueryState::Running,
+            "query {} stopped",
+            s.query_id
+        );
+    }
+    assert!(
+        h.reaction_failures().is_empty(),
+        "{:?}",
+        h.reaction_failures()
+    );
+}
+
+/// A random two-query scenario for the restart-equivalence properties.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub a: Vec<Op>,
+    pub b: Vec<Op>,
+    pub picks: Vec<usize>,
+    /// Restart points, as per-mille of the event count.
+    pub cuts: (u16, u16),
+    /// Group commit size.
+    pub group: usize,
+    /// Keep only 3 outbox entries (so durable reactions may have to rebuild).
+    pub small_outbox: bool,
+}
+
+impl Scenario {
+    /// The interleaved events and the expected rows of queries "a" and "b".
+    pub fn build(&self) -> (Vec<Event>, BTreeMap<u64, Json>, BTreeMap<u64, Json>) {
+        let (ea, ma) = stream("a", &self.a);
+        let (eb, mb) = stream("b", &self.b);
+        (interleave(vec![ea, eb], &self.picks), ma, mb)
+    }
+
+    /// The two restart points as event indexes, in order.
+    pub fn cut_points(&self, n: usize) -> (usize, usize) {
+        let c1 = n * usize::from(self.cuts.0.min(1000)) / 1000;
+        let c2 = n * usize::from(self.cuts.1.min(1000)) / 1000;
+        (c1.min(c2), c1.max(c2))
+    }
+
+    /// The runtime configuration: AutoReset (so a durable reaction behind the outbox
+    /// rebuilds), this scenario's group commit size.
+    pub fn config(&self) -> liveresults_runtime::RuntimeConfig {
+        liveresults_runtime::RuntimeConfig::new()
+            .group_commit(self.group, Duration::ZERO)
+            .snapshot_chunk_rows(3)
+            .default_query(liveresults_runtime::QueryConfig {
+                policy: liveresults_runtime::RecoveryPolicy::AutoReset,
+                ..Default::default()
+            })
+    }
+}
+
+/// A proptest strategy for scenarios.
+pub fn scenario_strategy(max_ops: usize) -> impl proptest::strategy::Strategy<Value = Scenario> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec(op_strategy(), 0..max_ops),
+        proptest::collection::vec(op_strategy(), 0..max_ops),
+        proptest::collection::vec(0usize..2, 0..2 * max_ops),
+        (0u16..=1000, 0u16..=1000),
+        1usize..6,
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, picks, cuts, group, small_outbox)| Scenario {
+            a,
+            b,
+            picks,
+            cuts,
+            group,
+            small_outbox,
+        })
+}
