@@ -468,6 +468,9 @@ impl Engine {
 
     /// Writes the memtables to SST files, so the next open has no WAL to replay.
     pub(crate) fn flush_memtables(&self) -> Result<(), StoreError> {
+        // The default column family too: while its memtable (the format record) is unflushed,
+        // RocksDB keeps, and replays at open, every WAL file since the store was created.
+        self.db.flush().map_err(|e| self.rocks(e))?;
         for name in COLUMN_FAMILIES {
             self.db
                 .flush_cf(self.cf(name)?)
