@@ -1,0 +1,53 @@
+//! Opening and closing the store a subcommand works on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use liveresults::{MemoryStore, ResultStore, RocksStore, RocksStoreOptions};
+
+use super::CliResult;
+
+/// Where the data lives.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// The RocksDB data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+}
+
+/// An open store, with the handle needed to close it cleanly.
+pub enum Opened {
+    /// The durable RocksDB store.
+    Rocks(RocksStore),
+    /// A throwaway in-memory store.
+    Memory(Arc<MemoryStore>),
+}
+
+impl Opened {
+    /// Opens the RocksDB store in `dir`.
+    pub async fn rocks(dir: &PathBuf) -> CliResult<Opened> {
+        RocksStore::open(dir, RocksStoreOptions::new())
+            .await
+            .map(Opened::Rocks)
+            .map_err(|e| format!("opening {}: {e}", dir.display()))
+    }
+
+    /// The store as the runtime and the server use it.
+    pub fn shared(&self) -> Arc<dyn ResultStore> {
+        match self {
+            Opened::Rocks(store) => Arc::new(store.clone()),
+            Opened::Memory(store) => store.clone(),
+        }
+    }
+
+    /// Syncs and closes the store (a no-op for memory).
+    pub async fn close(self) -> CliResult {
+        match self {
+            Opened::Rocks(store) => store
+                .close()
+                .await
+                .map_err(|e| format!("closing the store: {e}")),
+            Opened::Memory(_) => Ok(()),
+        }
+    }
+}
