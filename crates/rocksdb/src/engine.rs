@@ -459,6 +459,8 @@ impl Engine {
                 epoch: meta.epoch,
             });
         }
+        // Keys sort by length prefix first; the contract orders by id.
+        out.sort_by(|a, b| a.query_id.cmp(&b.query_id));
         Ok(out)
     }
 

@@ -437,8 +437,9 @@ pub async fn checkpoints_round_trip<H: Harness>(mut h: H) {
 pub async fn list_queries_reports_every_query<H: Harness>(mut h: H) {
     let s = open(&mut h).await;
     commit_at(&s, "b", 2, &[RowMutation::upsert(1, b"x")]).await;
+    // "aa" is longer than "b": listing must order by id, not by the key layout.
     s.apply_mutations(
-        "a",
+        "aa",
         &[RowMutation::upsert(1, b"x"), RowMutation::upsert(2, b"y")],
     )
     .await
@@ -456,7 +457,7 @@ pub async fn list_queries_reports_every_query<H: Harness>(mut h: H) {
     assert_eq!(
         listed,
         [
-            ("a".into(), None, 2, 0),
+            ("aa".into(), None, 2, 0),
             ("b".into(), Some(2), 1, 0),
             ("c".into(), None, 0, 1)
         ]
