@@ -1,6 +1,8 @@
 //! Integration tests of the reaction runtime, one module per area, all on the in-memory store
 //! (this crate must test without RocksDB; the root package runs the RocksDB variants).
 
+#[path = "runtime/reactors.rs"]
+mod reactors;
 #[path = "runtime/support.rs"]
 mod support;
 

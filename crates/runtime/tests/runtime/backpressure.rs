@@ -12,6 +12,7 @@ use liveresults_runtime::{
 };
 use tokio::sync::Semaphore;
 
+use super::reactors::*;
 use super::start;
 use super::support::*;
 

@@ -9,6 +9,7 @@ use liveresults_runtime::{
     Applied, QueryConfig, QueryState, RecoveryPolicy, RuntimeConfig, StopReason, SubmitError,
 };
 
+use super::reactors::*;
 use super::start;
 use super::support::*;
 

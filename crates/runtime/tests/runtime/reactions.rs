@@ -9,6 +9,7 @@ use liveresults_runtime::reactions::{MaterializedView, NdjsonLog};
 use liveresults_runtime::{QueryConfig, RecoveryPolicy, RuntimeConfig};
 use serde_json::Value as Json;
 
+use super::reactors::*;
 use super::start;
 use super::support::*;
 

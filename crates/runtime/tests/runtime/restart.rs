@@ -11,6 +11,7 @@ use liveresults_runtime::reactions::MaterializedView;
 use liveresults_runtime::Reaction;
 use proptest::prelude::*;
 
+use super::reactors::*;
 use super::support::*;
 
 fn new_store(small_outbox: bool) -> Arc<MemoryStore> {

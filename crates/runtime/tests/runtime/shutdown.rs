@@ -7,6 +7,7 @@ use liveresults_core::MemoryStore;
 use liveresults_runtime::reactions::MaterializedView;
 use liveresults_runtime::{RuntimeConfig, SubmitError};
 
+use super::reactors::*;
 use super::start;
 use super::support::*;
 
