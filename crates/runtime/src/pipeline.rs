@@ -13,7 +13,7 @@ use crate::delivery::Work;
 use crate::error::{StopReason, SubmitError};
 use crate::group::Group;
 use crate::reaction::{CommittedChange, Delivery};
-use crate::retry::store_retry;
+use crate::retry::{commit_retrying, store_retry};
 use crate::runtime::Shared;
 use crate::status::QueryState;
 
@@ -386,7 +386,7 @@ impl Pipeline {
         let (store, retry) = (&self.shared.store, self.shared.config.retry);
         let mutations = group.mutations();
         let commit = Commit::sequenced(&mutations, group.span, &group.payload);
-        let result = store_retry(retry, "commit", || store.commit(&self.query_id, commit))
+        let result = commit_retrying(&**store, retry, &self.query_id, commit)
             .instrument(span)
             .await;
         let row_ops = mutations.len() as u64;

@@ -114,12 +114,25 @@ async fn catch_up(
     failures: &Failures,
 ) -> Result<usize, StoreError> {
     let mut applied = 0;
+    // No checkpoint in a query that has been cleared: the reaction may still hold rows of an
+    // earlier epoch (the clear deleted its checkpoint, then the process died before the reset
+    // reached it), so it is reset before the new epoch's history is replayed. In epoch 0
+    // there was never a clear, and replaying the whole history over a partial copy of it
+    // gives the same rows.
+    let mut reset_first = position.is_none() && info.epoch > 0;
     loop {
         let query_id = info.query_id.as_str();
         let entries = store_retry(retry, "read_outbox", || {
             store.read_outbox(query_id, position, CATCH_UP_BATCH)
         })
         .await?;
+        if std::mem::take(&mut reset_first) {
+            let reset = Delivery::Reset {
+                query_id: query_id.to_owned(),
+                epoch: info.epoch,
+            };
+            deliver_one(reaction, store, retry, failures, &reset).await;
+        }
         let Some(last) = entries.last() else {
             return Ok(applied);
         };

@@ -22,6 +22,9 @@ struct Faulty {
     fail_commits: AtomicUsize,
     class: ErrorClass,
     attempts: AtomicUsize,
+    /// Commits that are applied, then reported as transient failures (a timeout after the
+    /// write landed).
+    land_then_fail: AtomicUsize,
 }
 
 impl Faulty {
@@ -31,6 +34,7 @@ impl Faulty {
             fail_commits: AtomicUsize::new(fail_commits),
             class,
             attempts: AtomicUsize::new(0),
+            land_then_fail: AtomicUsize::new(0),
         }
     }
 }
@@ -52,7 +56,16 @@ impl ResultStore for Faulty {
                 message: format!("injected failure ({left} left)"),
             });
         }
-        self.inner.commit(query_id, commit).await
+        let receipt = self.inner.commit(query_id, commit).await?;
+        if self.land_then_fail.load(Ordering::SeqCst) > 0 {
+            self.land_then_fail.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                class: ErrorClass::Transient,
+                message: "timed out (but the write landed)".into(),
+            });
+        }
+        Ok(receipt)
     }
     async fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         self.inner.query_info(query_id).await
@@ -196,5 +209,26 @@ async fn a_permanent_error_stops_the_query_at_once_and_others_go_on() {
     );
     assert_eq!(stored_sequence(&store.inner, "q").await, Some(1));
     h.submit_and_wait(lib_add("other", 1, 1, 1)).await.unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_attempt_that_landed_counts_as_committed() {
+    // Regression: the retry of a commit whose failed attempt had in fact landed met
+    // `SequenceRegression` and stopped the query.
+    let store = Arc::new(Faulty::new(0, ErrorClass::Transient));
+    let rt = run(&store, fast_retry(4)).await;
+    let h = rt.handle();
+    h.submit_and_wait(lib_add("q", 1, 1, 1)).await.unwrap();
+    store.land_then_fail.store(1, Ordering::SeqCst);
+    assert_eq!(
+        h.submit_and_wait(lib_add("q", 2, 2, 2)).await.unwrap(),
+        Applied::Committed { sequence: 2 }
+    );
+    let status = h.status("q").unwrap();
+    assert_eq!(status.state, QueryState::Running);
+    assert_eq!((status.sequence, status.row_count), (Some(2), 2));
+    h.submit_and_wait(lib_add("q", 3, 3, 3)).await.unwrap();
+    assert_eq!(stored_sequence(&store.inner, "q").await, Some(3));
     rt.shutdown().await.unwrap();
 }

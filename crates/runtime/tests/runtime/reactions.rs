@@ -392,3 +392,33 @@ async fn ndjson_log_writes_no_duplicate_line_across_a_restart() {
 async fn ndjson_log_cuts_a_torn_last_line_and_writes_no_duplicate() {
     ndjson_log_across_a_restart(true).await;
 }
+
+#[tokio::test]
+async fn a_durable_reaction_that_missed_a_clear_is_reset_before_catching_up() {
+    // Regression: the clear deleted the reaction's checkpoint; with no checkpoint it caught up
+    // from the new epoch's outbox on top of the old epoch's rows.
+    let store = Arc::new(MemoryStore::new());
+    let durable = Arc::new(DurableView::new("d"));
+    feed(
+        &store,
+        RuntimeConfig::new(),
+        vec![durable.clone()],
+        "q",
+        1..=3,
+    )
+    .await;
+    assert_eq!(durable.view.query("q").rows.len(), 3);
+    // The query is cleared and refilled while the reaction is away.
+    let rt = start(&store, RuntimeConfig::new(), vec![]).await;
+    rt.handle().clear_query("q").await.unwrap();
+    rt.handle()
+        .submit_and_wait(lib_add("q", 1, 40, 40))
+        .await
+        .unwrap();
+    rt.shutdown().await.unwrap();
+    assert_eq!(store.checkpoint("d", "q").await.unwrap(), None);
+    let rt = start(&store, RuntimeConfig::new(), vec![durable.clone()]).await;
+    rt.shutdown().await.unwrap();
+    assert_eq!(durable.view.query("q").rows, store_rows(&*store, "q").await);
+    assert_eq!(durable.view.query("q").epoch, 1);
+}
