@@ -99,11 +99,14 @@ impl Pipeline {
             let mut pending = Vec::with_capacity(max);
             while let Some(first) = rx.recv().await {
                 pending.push(first);
+                // One deadline for the whole group: waiting `delay` per event would let a
+                // steady trickle hold a group open for up to `max` times the delay.
+                let deadline = tokio::time::Instant::now() + delay;
                 while pending.len() < max {
                     match rx.try_recv() {
                         Ok(env) => pending.push(env),
                         Err(_) if delay.is_zero() => break,
-                        Err(_) => match tokio::time::timeout(delay, rx.recv()).await {
+                        Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
                             Ok(Some(env)) => pending.push(env),
                             _ => break,
                         },

@@ -7,10 +7,11 @@
 //! so a crash between the write and the runtime's checkpoint never duplicates a line.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use liveresults_core::row::Value;
+use liveresults_core::signature::hash_value;
 use serde_json::{json, Value as Json};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::AsyncWriteExt;
@@ -147,10 +148,13 @@ impl Reaction for NdjsonLog {
         true
     }
 
+    /// The log's path: a different file does not hold the state the checkpoint describes.
+    /// Hashed with the documented, golden-tested xxh3 value hash rather than std's
+    /// `DefaultHasher`, whose output may change between Rust releases — which would make
+    /// every checkpoint look stale after a toolchain upgrade (a rebuild, or under `Strict` a
+    /// failure).
     fn config_hash(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.path.hash(&mut h);
-        h.finish()
+        hash_value(&Value::String(self.path.to_string_lossy().into_owned()))
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), ReactionError> {

@@ -422,3 +422,17 @@ async fn a_durable_reaction_that_missed_a_clear_is_reset_before_catching_up() {
     assert_eq!(durable.view.query("q").rows, store_rows(&*store, "q").await);
     assert_eq!(durable.view.query("q").epoch, 1);
 }
+
+#[tokio::test]
+async fn ndjson_log_config_hash_is_the_documented_xxh3_of_its_path() {
+    // Regression: std's DefaultHasher may change between Rust releases, which would make
+    // every NdjsonLog checkpoint look stale after a toolchain upgrade.
+    use liveresults_core::row::Value;
+    use liveresults_core::signature::hash_value;
+    use liveresults_runtime::Reaction;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.ndjson");
+    let log = NdjsonLog::open("log", &path).await.unwrap();
+    let expected = hash_value(&Value::String(path.to_string_lossy().into_owned()));
+    assert_eq!(log.config_hash(), expected);
+}

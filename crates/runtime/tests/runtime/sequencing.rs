@@ -204,3 +204,24 @@ async fn skip_gap_batch_and_default_config_are_per_query() {
     assert!(h.submit_and_wait(lib_add("strict", 3, 1, 1)).await.is_err());
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn group_commit_delay_is_one_deadline_per_group_not_per_event() {
+    // Regression: the delay restarted for every event, so a steady trickle faster than the
+    // delay held one group open until it reached the event limit.
+    let store = Arc::new(MemoryStore::new());
+    let config = RuntimeConfig::new().group_commit(1000, Duration::from_millis(60));
+    let rt = start(&store, config, vec![]).await;
+    let h = rt.handle();
+    let mut last = None;
+    for s in 1..=12u64 {
+        last = Some(h.submit_tracked(lib_add("q", s, s, 0)).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    last.unwrap().wait().await.unwrap();
+    // 12 events over ~300 ms with a 60 ms window: several groups, never one.
+    let commits = h.metrics().commits;
+    assert!(commits >= 3, "{commits} commits");
+    assert!(commits < 12, "{commits} commits: nothing was grouped");
+    rt.shutdown().await.unwrap();
+}
