@@ -249,22 +249,25 @@ impl Pipeline {
             Order::Gap => {
                 let committed = self.group.last().or(self.committed);
                 self.shared.registry.update(&self.query_id, |s| s.gaps += 1);
-                // A `bootstrapStarted` under AutoReset clears the query itself: resetting for
-                // the gap too would clear twice and ask upstream for a bootstrap it has begun.
-                let bootstrap_follows = self.config.policy == RecoveryPolicy::AutoReset
-                    && matches!(
-                        event,
-                        Event::Control {
-                            signal: ControlSignal::BootstrapStarted,
-                            ..
-                        }
-                    );
+                // A signal that clears the query makes the missing events moot: `deleted`
+                // (under every policy: the query is gone whatever was missed) and
+                // `bootstrapStarted` under AutoReset. Applying the policy as well would stop
+                // a deleted query as gapped instead of deprovisioning it, or clear twice and
+                // ask upstream for a bootstrap it has already begun.
+                let clears_anyway = match &event {
+                    Event::Control { signal, .. } => {
+                        *signal == ControlSignal::Deleted
+                            || (*signal == ControlSignal::BootstrapStarted
+                                && self.config.policy == RecoveryPolicy::AutoReset)
+                    }
+                    Event::Change(_) => false,
+                };
                 match self.config.policy {
-                    RecoveryPolicy::AutoReset if bootstrap_follows => {
+                    _ if clears_anyway => {
                         tracing::warn!(
                             ?committed,
                             received = sequence,
-                            "sequence gap at a bootstrap start"
+                            "sequence gap before a clearing signal"
                         );
                     }
                     RecoveryPolicy::AutoSkipGap => {

@@ -295,3 +295,23 @@ async fn running_and_stopped_are_recorded_in_the_status() {
     );
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn deleted_after_a_gap_still_deprovisions_under_strict() {
+    // Regression: a `deleted` signal arriving after missing sequences stopped the query as
+    // gapped and left its rows in the store.
+    let store = Arc::new(MemoryStore::new());
+    let rt = start(&store, RuntimeConfig::new(), vec![]).await;
+    let h = rt.handle();
+    h.submit_and_wait(lib_add("q", 1, 1, 1)).await.unwrap();
+    assert_eq!(
+        h.submit_and_wait(control("q", 5, "deleted")).await.unwrap(),
+        Applied::Deprovisioned
+    );
+    assert_eq!(store.query_info("q").await.unwrap().row_count, 0);
+    assert_eq!(
+        h.status("q").unwrap().state,
+        QueryState::Stopped(StopReason::Deleted)
+    );
+    rt.shutdown().await.unwrap();
+}
