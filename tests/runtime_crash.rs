@@ -177,6 +177,8 @@ async fn runtime_crash_child_process() {
             .await
             .expect("child log"),
     );
+    // From here on the parent may kill us: during recovery (catching up the log) too.
+    let _ = writeln!(std::io::stdout(), "opened");
     let rt = Runtime::start(store, config(), vec![log])
         .await
         .expect("child runtime");
@@ -216,8 +218,8 @@ async fn runtime_crash_child_process() {
     let _ = out.flush();
 }
 
-/// Runs the child; kills it `delay` after it started unless it finishes first. Returns
-/// whether it finished.
+/// Runs the child; kills it `kill_after` after it opened the store, unless it finishes first.
+/// Returns whether it finished.
 fn run_child(dir: &Path, kill_after: Option<Duration>) -> bool {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .args([
@@ -244,8 +246,8 @@ fn run_child(dir: &Path, kill_after: Option<Duration>) -> bool {
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("child never started");
-        if line.ends_with("started") {
+            .expect("child never opened the store");
+        if line.ends_with("opened") {
             break;
         }
     }
