@@ -436,3 +436,30 @@ async fn ndjson_log_config_hash_is_the_documented_xxh3_of_its_path() {
     let expected = hash_value(&Value::String(path.to_string_lossy().into_owned()));
     assert_eq!(log.config_hash(), expected);
 }
+
+#[tokio::test]
+async fn a_clear_waits_for_lagging_reactions_so_no_stale_checkpoint_survives_it() {
+    // Regression: a slow durable reaction still working through the old epoch's changes saved
+    // their checkpoints after the clear had deleted the checkpoints, so a restart would have
+    // trusted a position of the old epoch.
+    let store = Arc::new(MemoryStore::new());
+    let slow = Arc::new(
+        Recorder::new("d")
+            .durable(0)
+            .slow(std::time::Duration::from_millis(2)),
+    );
+    let config = RuntimeConfig::new()
+        .group_commit(1, std::time::Duration::ZERO)
+        .reaction_queue_capacity(64);
+    let rt = start(&store, config, vec![slow.clone()]).await;
+    let h = rt.handle();
+    for s in 1..=30 {
+        h.submit(lib_add("q", s, s, 0)).await.unwrap();
+    }
+    h.clear_query("q").await.unwrap();
+    rt.shutdown().await.unwrap();
+    assert_eq!(store.checkpoint("d", "q").await.unwrap(), None);
+    let seen = slow.seen();
+    assert_eq!(seen.last(), Some(&Seen::Reset("q".into(), 1)));
+    assert_eq!(slow.changes().len(), 30);
+}
