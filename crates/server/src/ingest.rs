@@ -1,6 +1,7 @@
 //! `POST /queries/{id}/events`: NDJSON result diffs, committed chunk by chunk.
 //!
-//! The body is read as a stream and cut into chunks of N lines (default 1,000). Each chunk is
+//! The body is read as a stream and cut into chunks of N lines (default 1,000) or about M
+//! bytes (default 8 MiB), whichever comes first. Each chunk is
 //! parsed (on the blocking pool: JSON parsing is CPU work), handed to the runtime as ONE
 //! atomic commit, and awaited before the next byte of the body is read — so the client is
 //! paced by the store, memory stays bounded by one chunk, and after any failure exactly the
@@ -140,7 +141,7 @@ async fn run(
             report.lines += 1;
             end_line(&mut chunk, line_start, report.lines);
             line_start = chunk.raw.len();
-            if chunk.line_count >= inner.chunk_lines {
+            if chunk.line_count >= inner.chunk_lines || chunk.raw.len() >= inner.chunk_bytes {
                 commit(inner, query_id, &mut chunk, &mut report).await?;
                 line_start = 0;
                 if inner.shutdown.is_cancelled() {

@@ -13,6 +13,9 @@ use crate::metrics::ServerMetrics;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
 /// Default lines per ingest chunk (one atomic commit each).
 pub const DEFAULT_CHUNK_LINES: usize = 1000;
+/// Default bytes after which an ingest chunk is committed even if it has fewer lines: with
+/// the line cap alone, 1,000 lines of up to 16 MiB each could sit in memory at once.
+pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 /// Default longest wait of a long-poll before it answers 204.
 const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default interval of SSE keep-alive comments.
@@ -31,6 +34,7 @@ pub(crate) struct Inner {
     pub(crate) max_body_bytes: u64,
     pub(crate) max_line_bytes: usize,
     pub(crate) chunk_lines: usize,
+    pub(crate) chunk_bytes: usize,
     pub(crate) long_poll_timeout: Duration,
     pub(crate) sse_keep_alive: Duration,
     pub(crate) sse_max_duration: Duration,
@@ -48,8 +52,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over a running runtime with the defaults: 1 GiB bodies, 16 MiB lines, 1,000-line
-    /// chunks, 30 s long-polls, 15 s SSE keep-alives, 60 s SSE connections, 256 batches per
+    /// State over a running runtime with the defaults: 1 GiB bodies, 16 MiB lines, chunks of
+    /// 1,000 lines or 8 MiB, 30 s long-polls, 15 s SSE keep-alives, 60 s SSE connections, 256 batches per
     /// change-feed response, 4,096-row snapshot chunks.
     pub fn new(runtime: RuntimeHandle) -> Self {
         AppState {
@@ -58,6 +62,7 @@ impl AppState {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_line_bytes: liveresults_runtime::DEFAULT_MAX_LINE_BYTES,
                 chunk_lines: DEFAULT_CHUNK_LINES,
+                chunk_bytes: DEFAULT_CHUNK_BYTES,
                 long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,
                 sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
                 sse_max_duration: DEFAULT_SSE_MAX_DURATION,
@@ -91,6 +96,13 @@ impl AppState {
     #[must_use]
     pub fn chunk_lines(self, lines: usize) -> Self {
         self.edit(|i| i.chunk_lines = lines.max(1))
+    }
+
+    /// Bytes after which an ingest chunk is committed at the next line end, whatever its line
+    /// count (default 8 MiB): one chunk's memory is bounded by this plus one line.
+    #[must_use]
+    pub fn chunk_bytes(self, bytes: usize) -> Self {
+        self.edit(|i| i.chunk_bytes = bytes.max(1))
     }
 
     /// How long a long-poll waits for a commit before answering 204 (default 30 s).

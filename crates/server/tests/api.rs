@@ -141,6 +141,20 @@ async fn bad_line_in_chunk_three_keeps_chunks_one_and_two() {
     server.stop().await;
 }
 
+/// Chunks are cut by bytes too, so a chunk of many long lines never sits in memory whole.
+#[tokio::test]
+async fn chunks_are_bounded_by_bytes_as_well_as_lines() {
+    let server = Server::start(|s| s.chunk_lines(1000).chunk_bytes(1000)).await;
+    let body = adds("q", 1, 40, 1);
+    assert!(body.len() > 4000);
+    let r = server.post("q", body).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert!(report["chunks"].as_u64().unwrap() >= 4, "{report}");
+    assert_eq!(report["committed_sequence"], 40);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn oversize_body_is_413_and_long_line_is_400() {
     let server = Server::start(|s| s.max_body_bytes(4000).max_line_bytes(200).chunk_lines(5)).await;
