@@ -56,6 +56,15 @@ impl Pending {
     pub async fn wait(self) -> Result<Applied, SubmitError> {
         self.rx.await.map_err(|_| SubmitError::ShuttingDown)?
     }
+
+    /// The outcome if it is already known, without waiting.
+    pub(crate) fn try_result(&mut self) -> Option<Result<Applied, SubmitError>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(SubmitError::ShuttingDown)),
+        }
+    }
 }
 
 impl Runtime {

@@ -1,7 +1,7 @@
 //! Event sources: an in-process channel, and an NDJSON reader (file or stdin) that resumes
 //! after what the store already holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use liveresults_core::formats::{parse_ndjson_line, Event};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
@@ -29,7 +29,8 @@ pub struct SourceReport {
 /// Feeds NDJSON events to the runtime, line by line, and waits until all of them are
 /// committed. Events at or below a query's stored sequence are skipped without submitting,
 /// so rerunning the same input resumes where the last run stopped. A malformed line stops the
-/// run with its line number; everything before it stays committed.
+/// run with its line number; everything before it stays committed. An event the runtime
+/// refuses (a stopped query) stops the run too, reported with that event's line.
 pub async fn run_ndjson<R: AsyncBufRead + Unpin>(
     mut reader: R,
     handle: &RuntimeHandle,
@@ -37,30 +38,19 @@ pub async fn run_ndjson<R: AsyncBufRead + Unpin>(
     mut progress: impl FnMut(&SourceReport),
 ) -> Result<SourceReport, SourceError> {
     let mut report = SourceReport::default();
-    let mut last: HashMap<String, (usize, Pending)> = HashMap::new();
+    let mut inflight = InFlight::default();
     let read = read_lines(
         &mut reader,
         handle,
         max_line_bytes,
         &mut progress,
         &mut report,
-        &mut last,
+        &mut inflight,
     )
     .await;
     // Even when a line is bad, what was submitted before it is waited for, so that "earlier
     // lines stay committed" holds when this returns, not at some later moment.
-    // Queues are FIFO per query: once each query's last event is answered, all are.
-    let mut refused = None;
-    for (_, (line, pending)) in last {
-        match pending.wait().await {
-            Ok(Applied::Committed { .. } | Applied::Skipped { .. } | Applied::Deprovisioned) => {}
-            Err(source) => {
-                if refused.is_none() {
-                    refused = Some(SourceError::Submit { line, source });
-                }
-            }
-        }
-    }
+    let refused = inflight.wait_all().await;
     read?;
     match refused {
         Some(e) => Err(e),
@@ -68,14 +58,55 @@ pub async fn run_ndjson<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Reads and submits every line; the last pending event of each query is left in `last`.
+/// Submitted events not yet known to be committed, oldest first. Answered ones are dropped
+/// as reading goes on, so this holds no more than the runtime's bounded queues do, and a
+/// refusal is seen (with its own line number) soon after it happens instead of at the end.
+#[derive(Default)]
+struct InFlight {
+    pending: VecDeque<(usize, Pending)>,
+    refused: Option<SourceError>,
+}
+
+impl InFlight {
+    fn push(&mut self, line: usize, pending: Pending) {
+        self.pending.push_back((line, pending));
+        while let Some((line, front)) = self.pending.front_mut() {
+            let line = *line;
+            match front.try_result() {
+                None => break,
+                Some(result) => {
+                    self.pending.pop_front();
+                    self.note(line, result);
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, line: usize, result: Result<Applied, SubmitError>) {
+        if let Err(source) = result {
+            if self.refused.is_none() {
+                self.refused = Some(SourceError::Submit { line, source });
+            }
+        }
+    }
+
+    async fn wait_all(mut self) -> Option<SourceError> {
+        while let Some((line, pending)) = self.pending.pop_front() {
+            let result = pending.wait().await;
+            self.note(line, result);
+        }
+        self.refused
+    }
+}
+
+/// Reads and submits lines until the input ends, a line is bad, or an event is refused.
 async fn read_lines<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     handle: &RuntimeHandle,
     max_line_bytes: usize,
     progress: &mut impl FnMut(&SourceReport),
     report: &mut SourceReport,
-    last: &mut HashMap<String, (usize, Pending)>,
+    inflight: &mut InFlight,
 ) -> Result<(), SourceError> {
     let mut stored: HashMap<String, Option<u64>> = HashMap::new();
     let mut buf = Vec::new();
@@ -143,9 +174,12 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
                 line: line_no,
                 source,
             })?;
-        last.insert(query_id, (line_no, pending));
+        inflight.push(line_no, pending);
         report.submitted += 1;
         progress(report);
+        if inflight.refused.is_some() {
+            return Ok(()); // reported by the caller, with the refused line
+        }
     }
     Ok(())
 }

@@ -135,3 +135,40 @@ async fn channel_source_submits_in_order_and_reports_refusals() {
     assert_eq!(view.query("q").rows, store_rows(&*store, "q").await);
     assert_eq!(view.query("q").rows.len(), 9);
 }
+
+#[tokio::test]
+async fn a_refused_event_is_reported_with_its_own_line() {
+    // Regression: only each query's last event was checked, so a Strict gap on line 11 was
+    // reported (after reading the whole input) as a refusal of the last line.
+    let store = Arc::new(MemoryStore::new());
+    let rt = start(&store, RuntimeConfig::new(), vec![]).await;
+    let mut text = String::new();
+    for s in (1..=10).chain(15..=400) {
+        text.push_str(&lib_line(s));
+        text.push('\n');
+    }
+    let err = run_ndjson(text.as_bytes(), &rt.handle(), 1 << 20, |_| {})
+        .await
+        .unwrap_err();
+    match &err {
+        SourceError::Submit { line, source } => {
+            assert_eq!(*line, 11, "{err}");
+            assert!(
+                matches!(
+                    source,
+                    liveresults_runtime::SubmitError::QueryStopped {
+                        reason: liveresults_runtime::StopReason::Gap {
+                            committed: Some(10),
+                            received: 15
+                        },
+                        ..
+                    }
+                ),
+                "{source}"
+            );
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    assert_eq!(stored_sequence(&*store, "a").await, Some(10));
+    rt.shutdown().await.unwrap();
+}
