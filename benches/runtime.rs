@@ -3,6 +3,7 @@
 //!
 //! Run with `cargo bench -p liveresults --bench runtime` (`BENCH_EVENTS` to scale).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,83 +48,40 @@ fn ndjson(events: u64) -> String {
     out
 }
 
-/// The mutations the runtime commits for each event, parsed and encoded ahead of time.
-fn encoded(input: &str) -> Vec<Encoded> {
-    input
-        .lines()
-        .map(|line| {
-            let Ok(Event::Change(batch)) = parse_event(line) else {
-                panic!("bench input")
-            };
-            let mut ops = Vec::new();
-            for diff in &batch.diffs {
-                diff.mutations(&KeyColumns::WholeRow, &mut ops);
-            }
-            ops.iter()
-                .map(|op| match op {
-                    RowOp::Upsert { signature, row } => (*signature, Some(encode_row(row))),
-                    RowOp::Delete { signature } => (*signature, None),
-                })
-                .collect()
+/// Parses one line and returns the mutations the runtime would commit for it.
+fn encode_line(line: &str) -> Encoded {
+    let Ok(Event::Change(batch)) = parse_event(line) else {
+        panic!("bench input")
+    };
+    let mut ops = Vec::new();
+    for diff in &batch.diffs {
+        diff.mutations(&KeyColumns::WholeRow, &mut ops);
+    }
+    ops.iter()
+        .map(|op| match op {
+            RowOp::Upsert { signature, row } => (*signature, Some(encode_row(row))),
+            RowOp::Delete { signature } => (*signature, None),
         })
         .collect()
 }
 
-async fn direct(events: &[Encoded], group: usize) -> Duration {
+/// Commits events in groups of `group`, each group one commit spanning its sequences;
+/// `encode` turns one input item into its mutations (inside the timed loop).
+async fn commit_groups<'a, T>(
+    items: &'a [T],
+    group: usize,
+    encode: impl Fn(&'a T) -> Cow<'a, Encoded>,
+) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let store = RocksStore::open(dir.path(), RocksStoreOptions::new())
         .await
         .unwrap();
     let t = Instant::now();
-    for (i, chunk) in events.chunks(group).enumerate() {
-        let muts: Vec<_> = chunk
-            .iter()
-            .flatten()
-            .map(|(sig, data)| RowMutation {
-                row_signature: *sig,
-                data: data.as_deref(),
-            })
-            .collect();
-        let first = (i * group) as u64 + 1;
-        let span = SequenceSpan {
-            first,
-            last: first + chunk.len() as u64 - 1,
-        };
-        store
-            .commit("bench", Commit::sequenced(&muts, span, b""))
-            .await
-            .unwrap();
-    }
-    let elapsed = t.elapsed();
-    store.close().await.unwrap();
-    elapsed
-}
-
-/// The hand-written loop the runtime replaces: parse, sign, encode and commit inline.
-async fn direct_from_ndjson(input: &str, group: usize) -> Duration {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RocksStore::open(dir.path(), RocksStoreOptions::new())
-        .await
-        .unwrap();
-    let lines: Vec<&str> = input.lines().collect();
-    let t = Instant::now();
-    for (i, chunk) in lines.chunks(group).enumerate() {
-        let mut encoded = Vec::new();
-        for line in chunk {
-            let Ok(Event::Change(batch)) = parse_event(line) else {
-                panic!("bench input")
-            };
-            let mut ops = Vec::new();
-            for diff in &batch.diffs {
-                diff.mutations(&KeyColumns::WholeRow, &mut ops);
-            }
-            encoded.extend(ops.iter().map(|op| match op {
-                RowOp::Upsert { signature, row } => (*signature, Some(encode_row(row))),
-                RowOp::Delete { signature } => (*signature, None),
-            }));
-        }
+    for (i, chunk) in items.chunks(group).enumerate() {
+        let encoded: Vec<Cow<'a, Encoded>> = chunk.iter().map(&encode).collect();
         let muts: Vec<_> = encoded
             .iter()
+            .flat_map(|e| e.iter())
             .map(|(sig, data)| RowMutation {
                 row_signature: *sig,
                 data: data.as_deref(),
@@ -206,14 +164,16 @@ async fn main() {
     let diffs = events * DIFFS_PER_EVENT;
     let input = ndjson(events);
     let t = Instant::now();
-    let pre = encoded(&input);
+    let pre: Vec<Encoded> = input.lines().map(encode_line).collect();
     let parse = t.elapsed();
     println!("runtime benchmark: {events} drasi-lib events × {DIFFS_PER_EVENT} diffs, {} MiB of NDJSON, RocksDB, WAL on, no fsync\n", input.len() >> 20);
     let (runtime_time, commits) = through_runtime(&input).await;
     let group = (events / commits.max(1)).max(1) as usize;
-    let direct_ndjson = direct_from_ndjson(&input, group).await;
+    let lines: Vec<&str> = input.lines().collect();
+    // The hand-written loop the runtime replaces: parse, sign, encode and commit inline.
+    let direct_ndjson = commit_groups(&lines, group, |line| Cow::Owned(encode_line(line))).await;
     let parsed_runtime = parsed_through_runtime(&input).await;
-    let direct_grouped = direct(&pre, group).await;
+    let direct_grouped = commit_groups(&pre, group, Cow::Borrowed).await;
     let ratio = |d: Duration| d.as_secs_f64() / runtime_time.as_secs_f64();
     println!("| path | diffs/s | NDJSON runtime / this |");
     println!("|---|---|---|");

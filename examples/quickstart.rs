@@ -53,7 +53,7 @@ fn config() -> RuntimeConfig {
     RuntimeConfig::new().query(ROOMS, rooms)
 }
 
-async fn print_queries(store: &dyn ResultStore) -> Result<(), Box<dyn std::error::Error>> {
+async fn print_queries(store: &dyn ResultStore) -> Result<(), Error> {
     for q in store.list_queries().await? {
         println!(
             "    {:<22} sequence {:>3}   {} rows",
@@ -65,15 +65,47 @@ async fn print_queries(store: &dyn ResultStore) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("store");
-    println!("1. Streaming Drasi result diffs into {}", data.display());
-    let store = Arc::new(RocksStore::open(&data, RocksStoreOptions::new()).await?);
+type Error = Box<dyn std::error::Error>;
+
+/// A running host: the store, the runtime and its two reactions.
+struct Host {
+    store: Arc<RocksStore>,
+    runtime: Runtime,
+    view: Arc<MaterializedView>,
+}
+
+/// Opens the store and starts the runtime with a fresh dashboard view and the audit log.
+async fn start(dir: &std::path::Path) -> Result<Host, Error> {
+    let store = Arc::new(RocksStore::open(dir.join("store"), RocksStoreOptions::new()).await?);
     let view = Arc::new(MaterializedView::new("dashboard"));
-    let log = Arc::new(NdjsonLog::open("audit-log", dir.path().join("audit.ndjson")).await?);
-    let runtime = Runtime::start(store.clone(), config(), vec![view.clone(), log.clone()]).await?;
+    let log = Arc::new(NdjsonLog::open("audit-log", dir.join("audit.ndjson")).await?);
+    let runtime = Runtime::start(store.clone(), config(), vec![view.clone(), log]).await?;
+    Ok(Host {
+        store,
+        runtime,
+        view,
+    })
+}
+
+/// Drains the runtime, then closes the store cleanly.
+async fn stop(host: Host) -> Result<(), Error> {
+    host.runtime.shutdown().await?;
+    Arc::try_unwrap(host.store)
+        .map_err(|_| "store still shared")?
+        .close()
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    println!(
+        "1. Streaming Drasi result diffs into {}",
+        dir.path().join("store").display()
+    );
+    let host = start(dir.path()).await?;
+    let (store, runtime, view) = (&host.store, &host.runtime, &host.view);
     let input = upstream_events();
     let report = run_ndjson(
         input.as_bytes(),
@@ -86,20 +118,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "   {} events committed; the store now holds:",
         report.submitted
     );
-    print_queries(&*store).await?;
+    print_queries(&**store).await?;
     let before = view.all_rows();
-    runtime.shutdown().await?;
-    drop(log);
-    Arc::try_unwrap(store)
-        .map_err(|_| "store still shared")?
-        .close()
-        .await?;
+    stop(host).await?;
 
     println!("\n2. Restart: a fresh dashboard is rebuilt from a point-in-time snapshot");
-    let store = Arc::new(RocksStore::open(&data, RocksStoreOptions::new()).await?);
-    let view = Arc::new(MaterializedView::new("dashboard"));
-    let log = Arc::new(NdjsonLog::open("audit-log", dir.path().join("audit.ndjson")).await?);
-    let runtime = Runtime::start(store.clone(), config(), vec![view.clone(), log.clone()]).await?;
+    let host = start(dir.path()).await?;
+    let (store, runtime, view) = (&host.store, &host.runtime, &host.view);
     let after = view.all_rows();
     for (query, rows) in &after {
         println!(
@@ -151,14 +176,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "   dashboard rows for {ROOMS} after the reset: {}",
         view.query(ROOMS).rows.len()
     );
-    print_queries(&*store).await?;
+    print_queries(&**store).await?;
+    stop(host).await?;
 
-    runtime.shutdown().await?;
-    drop(log);
-    Arc::try_unwrap(store)
-        .map_err(|_| "store still shared")?
-        .close()
-        .await?;
     let audit = std::fs::read_to_string(dir.path().join("audit.ndjson"))?;
     println!("\n5. The audit-log reaction wrote {} lines (one per commit: group commit folds queued events), none twice across the restart", audit.lines().count());
     Ok(())

@@ -18,11 +18,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use liveresults::runtime::reactions::NdjsonLog;
 use liveresults::runtime::{run_ndjson, Reaction, Runtime, RuntimeConfig, DEFAULT_MAX_LINE_BYTES};
 use liveresults::{ResultStore, RocksStore, RocksStoreOptions};
+use liveresults_core::testing::crash::{crash_rounds, crash_seed, XorShift};
 use serde_json::Value as Json;
 
 use support::*;
@@ -34,19 +35,7 @@ const PACE_CHUNK_BYTES: usize = 1024;
 /// ...one per this delay (about 2 s for the whole input).
 const PACE_DELAY: Duration = Duration::from_millis(4);
 
-/// A small xorshift generator: the seed is printed so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-fn random_ops(rng: &mut Rng, n: usize) -> Vec<Op> {
+fn random_ops(rng: &mut XorShift, n: usize) -> Vec<Op> {
     (0..n)
         .map(|_| {
             let k = rng.below(40);
@@ -71,7 +60,7 @@ fn random_ops(rng: &mut Rng, n: usize) -> Vec<Op> {
 
 /// The NDJSON input and the final rows each query must hold.
 fn input(seed: u64) -> (String, BTreeMap<String, BTreeMap<u64, Json>>) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift::new(seed);
     let (ea, ma) = stream("orders", &random_ops(&mut rng, EVENTS_PER_QUERY));
     let (eb, mb) = stream("rooms", &random_ops(&mut rng, EVENTS_PER_QUERY));
     let picks: Vec<usize> = (0..2 * EVENTS_PER_QUERY)
@@ -286,21 +275,10 @@ fn runtime_survives_sigkill_at_random_moments_without_duplicate_effects() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let rounds: u32 = std::env::var("LIVERESULTS_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed = std::env::var("LIVERESULTS_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
+    let rounds = crash_rounds(20);
+    let seed = crash_seed();
     println!("runtime crash test seed {seed} ({rounds} rounds)");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let (text, model) = input(seed);
     std::fs::write(tmp.path().join("input.ndjson"), text).unwrap();

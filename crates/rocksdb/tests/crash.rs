@@ -11,8 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use liveresults_core::testing::crash::{crash_rounds, crash_seed, XorShift};
 use liveresults_core::{
     Commit, OutboxRetention, ResultStore, RowMutation, SequenceSpan, StoreError,
 };
@@ -125,38 +126,15 @@ fn watch_acks(child: &mut Child) -> mpsc::Receiver<u64> {
     rx
 }
 
-/// A small xorshift generator: the seed is printed so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_no_acknowledged_commit() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let rounds: u32 = std::env::var("LIVERESULTS_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed = std::env::var("LIVERESULTS_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
+    let rounds = crash_rounds(20);
+    let seed = crash_seed();
     println!("crash test seed {seed} ({rounds} rounds)");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut last_ack = 0u64;
     let mut locked_checked = false;

@@ -21,6 +21,8 @@ pub(crate) struct Group {
     /// Decoded events for reactions; left empty when no reaction listens.
     events: Vec<ChangeEvent>,
     signals: Vec<ControlSignal>,
+    /// Newest upstream source time among the group's events.
+    source_time_ms: Option<u64>,
     scratch: Vec<(u64, Option<Range<usize>>)>,
     want_events: bool,
 }
@@ -35,6 +37,7 @@ impl Group {
             encoder: ChangeEncoder::new(),
             events: Vec::new(),
             signals: Vec::new(),
+            source_time_ms: None,
             scratch: Vec::new(),
             want_events,
         }
@@ -53,9 +56,10 @@ impl Group {
         self.encoder.items() as usize
     }
 
-    fn note(&mut self, sequence: u64) {
+    fn note(&mut self, sequence: u64, source_time_ms: Option<u64>) {
         self.first.get_or_insert(sequence);
         self.last = sequence;
+        self.source_time_ms = self.source_time_ms.max(source_time_ms);
     }
 
     /// Adds a batch of diffs: signatures computed, rows encoded once for the store and the
@@ -103,17 +107,22 @@ impl Group {
                 changes,
             });
         }
-        self.note(batch.sequence);
+        self.note(batch.sequence, batch.timestamp_ms);
     }
 
     /// Adds a lifecycle signal (committed like any event, so change feeds see it).
-    pub(crate) fn add_control(&mut self, sequence: u64, signal: ControlSignal) {
+    pub(crate) fn add_control(
+        &mut self,
+        sequence: u64,
+        signal: ControlSignal,
+        source_time_ms: Option<u64>,
+    ) {
         self.encoder.push_control(sequence, signal);
         self.signals.push(signal);
         if self.want_events {
             self.events.push(ChangeEvent::Control { sequence, signal });
         }
-        self.note(sequence);
+        self.note(sequence, source_time_ms);
     }
 
     /// Takes the group apart for committing; the group is empty afterwards.
@@ -122,6 +131,7 @@ impl Group {
         let encoder = std::mem::take(&mut self.encoder);
         Some(GroupCommit {
             items: u64::from(encoder.items()),
+            source_time_ms: self.source_time_ms.take(),
             span: SequenceSpan {
                 first,
                 last: self.last,
@@ -145,6 +155,8 @@ pub(crate) struct GroupCommit {
     pub(crate) payload: Vec<u8>,
     pub(crate) events: Vec<ChangeEvent>,
     pub(crate) signals: Vec<ControlSignal>,
+    /// Newest upstream source time among the commit's events.
+    pub(crate) source_time_ms: Option<u64>,
 }
 
 impl GroupCommit {

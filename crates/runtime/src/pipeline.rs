@@ -306,13 +306,17 @@ impl Pipeline {
             Event::Change(batch) => {
                 self.group.add_rows(&batch, &self.config.key_columns);
             }
-            Event::Control { signal, .. } => match signal {
+            Event::Control {
+                signal,
+                timestamp_ms,
+                ..
+            } => match signal {
                 ControlSignal::BootstrapStarted
                     if self.config.policy == RecoveryPolicy::AutoReset =>
                 {
                     self.flush_or_refuse().await?;
                     self.reset_or_stop("bootstrap started").await?;
-                    self.group.add_control(sequence, signal);
+                    self.group.add_control(sequence, signal, timestamp_ms);
                 }
                 ControlSignal::Deleted => {
                     self.flush_or_refuse().await?;
@@ -323,7 +327,7 @@ impl Pipeline {
                     self.stop(StopReason::Deleted);
                     return Ok(Some(Applied::Deprovisioned));
                 }
-                _ => self.group.add_control(sequence, signal),
+                _ => self.group.add_control(sequence, signal, timestamp_ms),
             },
         }
         Ok(None)
@@ -413,10 +417,12 @@ impl Pipeline {
         };
         self.committed = Some(group.span.last);
         let upstream = group.signals.last().copied();
+        let source_time_ms = group.source_time_ms;
         self.shared.registry.update(&self.query_id, |s| {
             s.sequence = receipt.sequence;
             s.row_count = receipt.row_count;
             s.commits += 1;
+            s.source_time_ms = s.source_time_ms.max(source_time_ms);
             if let Some(signal) = upstream {
                 s.upstream = Some(signal);
                 if signal == ControlSignal::BootstrapStarted {

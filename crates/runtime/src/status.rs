@@ -40,6 +40,9 @@ pub struct QueryStatus {
     pub skipped: u64,
     /// Sequence gaps seen.
     pub gaps: u64,
+    /// Upstream source time (ms since the Unix epoch) of the newest committed event that
+    /// carried one: how fresh the committed results are, for lag monitoring.
+    pub source_time_ms: Option<u64>,
 }
 
 impl QueryStatus {
@@ -55,6 +58,7 @@ impl QueryStatus {
             commits: 0,
             skipped: 0,
             gaps: 0,
+            source_time_ms: None,
         }
     }
 }

@@ -10,7 +10,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use liveresults_runtime::QueryState;
+use std::time::SystemTime;
+
+use liveresults_runtime::{QueryState, QueryStatus};
 
 use crate::state::AppState;
 
@@ -182,84 +184,56 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         load(&m.responses[3]) + load(&m.responses[4])
     );
 
-    let statuses = runtime.statuses();
-    family(
-        &mut out,
-        "liveresults_query_rows",
-        "gauge",
-        "Exact live rows per query.",
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "liveresults_query_rows{{query=\"{}\"}} {}",
-            label(&s.query_id),
-            s.row_count
-        );
-    }
-    family(
-        &mut out,
-        "liveresults_query_sequence",
-        "gauge",
-        "Last committed sequence per query (-1: none).",
-    );
-    for s in &statuses {
-        let seq = s.sequence.map_or(-1.0, |v| v as f64);
-        let _ = writeln!(
-            out,
-            "liveresults_query_sequence{{query=\"{}\"}} {seq}",
-            label(&s.query_id)
-        );
-    }
-    family(
-        &mut out,
-        "liveresults_query_epoch",
-        "gauge",
-        "Clears per query.",
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "liveresults_query_epoch{{query=\"{}\"}} {}",
-            label(&s.query_id),
-            s.epoch
-        );
-    }
-    family(
-        &mut out,
-        "liveresults_query_stopped",
-        "gauge",
-        "1 when the query is stopped and refuses events.",
-    );
-    for s in &statuses {
-        let stopped = u8::from(matches!(s.state, QueryState::Stopped(_)));
-        let _ = writeln!(
-            out,
-            "liveresults_query_stopped{{query=\"{}\"}} {stopped}",
-            label(&s.query_id)
-        );
-    }
-    for (name, help, get) in [
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    // Per-query families: name, type, help, and the value (None: no sample for that query).
+    type Sample = fn(&QueryStatus, u64) -> Option<f64>;
+    let families: [(&str, &str, &str, Sample); 8] = [
+        ("liveresults_query_rows", "gauge", "Exact live rows per query.", |s, _| {
+            Some(s.row_count as f64)
+        }),
         (
-            "liveresults_query_commits_total",
-            "Atomic commits per query.",
-            (|s: &liveresults_runtime::QueryStatus| s.commits)
-                as fn(&liveresults_runtime::QueryStatus) -> u64,
+            "liveresults_query_sequence",
+            "gauge",
+            "Last committed sequence per query (-1: none).",
+            |s, _| Some(s.sequence.map_or(-1.0, |v| v as f64)),
         ),
+        ("liveresults_query_epoch", "gauge", "Clears per query.", |s, _| {
+            Some(s.epoch as f64)
+        }),
+        (
+            "liveresults_query_stopped",
+            "gauge",
+            "1 when the query is stopped and refuses events.",
+            |s, _| Some(f64::from(u8::from(matches!(s.state, QueryState::Stopped(_))))),
+        ),
+        (
+            "liveresults_query_lag_seconds",
+            "gauge",
+            "Now minus the upstream source time of the newest committed event (queries whose events carry one).",
+            |s, now| s.source_time_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+        ),
+        ("liveresults_query_commits_total", "counter", "Atomic commits per query.", |s, _| {
+            Some(s.commits as f64)
+        }),
         (
             "liveresults_query_skipped_total",
+            "counter",
             "Redelivered events skipped per query.",
-            |s| s.skipped,
+            |s, _| Some(s.skipped as f64),
         ),
-        (
-            "liveresults_query_gaps_total",
-            "Sequence gaps seen per query.",
-            |s| s.gaps,
-        ),
-    ] {
-        family(&mut out, name, "counter", help);
+        ("liveresults_query_gaps_total", "counter", "Sequence gaps seen per query.", |s, _| {
+            Some(s.gaps as f64)
+        }),
+    ];
+    let statuses = runtime.statuses();
+    for (name, kind, help, sample) in families {
+        family(&mut out, name, kind, help);
         for s in &statuses {
-            let _ = writeln!(out, "{name}{{query=\"{}\"}} {}", label(&s.query_id), get(s));
+            if let Some(value) = sample(s, now_ms) {
+                let _ = writeln!(out, "{name}{{query=\"{}\"}} {value}", label(&s.query_id));
+            }
         }
     }
     let mut response = out.into_response();

@@ -344,5 +344,13 @@ async fn metrics_and_health() {
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
+    // The events carried source time 0, so the lag is the age of the Unix epoch.
+    let lag: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("liveresults_query_lag_seconds{query=\"m-1\"} "))
+        .expect("lag gauge")
+        .parse()
+        .unwrap();
+    assert!(lag > 1.7e9, "{lag}");
     server.stop().await;
 }

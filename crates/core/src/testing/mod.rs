@@ -7,6 +7,7 @@
 //! [`ResultStore`]: crate::ResultStore
 //! [`conformance_suite!`]: crate::conformance_suite
 
+pub mod crash;
 mod model;
 mod suite;
 
