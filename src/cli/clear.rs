@@ -1,7 +1,7 @@
 //! `liveresults clear QUERY`: remove a query's rows, outbox and checkpoints.
 
 use super::stats::known;
-use super::store::{DataArgs, Opened};
+use super::store::{with_rocks, DataArgs};
 use super::CliResult;
 
 /// Arguments of `clear`.
@@ -15,20 +15,16 @@ pub struct Args {
 
 /// Clears the query in the store (no server may hold the directory: the store is locked).
 pub async fn run(args: Args) -> CliResult {
-    let store = Opened::rocks(&args.data.data).await?;
-    let shared = store.shared();
-    let result = async {
-        let before = known(&*shared, &args.query).await?;
-        let after = shared
-            .clear_query(&args.query)
+    let query = args.query.clone();
+    let (before, after) = with_rocks(&args.data.data, |store| async move {
+        let before = known(&*store, &query).await?;
+        let after = store
+            .clear_query(&query)
             .await
-            .map_err(|e| format!("clearing {:?}: {e}", args.query))?;
-        Ok::<_, String>((before, after))
-    }
-    .await;
-    drop(shared);
-    store.close().await?;
-    let (before, after) = result?;
+            .map_err(|e| format!("clearing {query:?}: {e}"))?;
+        Ok((before, after))
+    })
+    .await?;
     println!(
         "cleared {}: {} rows removed, epoch {} -> {}",
         args.query, before.row_count, before.epoch, after.epoch

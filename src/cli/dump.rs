@@ -8,7 +8,7 @@ use liveresults_server::render;
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::stats::known;
-use super::store::{DataArgs, Opened};
+use super::store::{with_rocks, DataArgs};
 use super::CliResult;
 
 /// Rows read from the store per chunk.
@@ -25,11 +25,11 @@ pub struct Args {
 
 /// Streams the snapshot; a closed stdout (`dump | head`) ends it quietly.
 pub async fn run(args: Args) -> CliResult {
-    let store = Opened::rocks(&args.data.data).await?;
-    let shared = store.shared();
-    let result = write(&*shared, &args.query).await;
-    drop(shared);
-    store.close().await?;
+    let query = args.query;
+    let result = with_rocks(&args.data.data, |store| async move {
+        Ok(write(&*store, &query).await)
+    })
+    .await?;
     match result {
         Err(Failure::Io(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
         Err(Failure::Io(e)) => Err(format!("writing to stdout: {e}")),

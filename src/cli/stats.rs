@@ -2,7 +2,7 @@
 
 use liveresults::{QueryInfo, ResultStore};
 
-use super::store::{DataArgs, Opened};
+use super::store::{with_rocks, DataArgs};
 use super::CliResult;
 
 /// Arguments of `stats`.
@@ -21,12 +21,11 @@ fn sequence(info: &QueryInfo) -> String {
 
 /// Prints a table: query, sequence, rows, epoch.
 pub async fn run(args: Args) -> CliResult {
-    let store = Opened::rocks(&args.data.data).await?;
-    let shared = store.shared();
-    let result = collect(&*shared, args.query.as_deref()).await;
-    drop(shared);
-    store.close().await?;
-    let infos = result?;
+    let query = args.query;
+    let infos = with_rocks(&args.data.data, |store| async move {
+        collect(&*store, query.as_deref()).await
+    })
+    .await?;
     let width = infos
         .iter()
         .map(|i| i.query_id.len())
@@ -52,15 +51,10 @@ pub async fn run(args: Args) -> CliResult {
 async fn collect(store: &dyn ResultStore, query: Option<&str>) -> CliResult<Vec<QueryInfo>> {
     match query {
         Some(id) => Ok(vec![known(store, id).await?]),
-        None => {
-            let mut all = store
-                .list_queries()
-                .await
-                .map_err(|e| format!("listing queries: {e}"))?;
-            // The RocksDB store lists in key order (length-prefixed ids): sort by id here.
-            all.sort_by(|a, b| a.query_id.cmp(&b.query_id));
-            Ok(all)
-        }
+        None => store
+            .list_queries()
+            .await
+            .map_err(|e| format!("listing queries: {e}")),
     }
 }
 

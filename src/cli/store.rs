@@ -1,6 +1,7 @@
 //! Opening and closing the store a subcommand works on.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use liveresults::{MemoryStore, ResultStore, RocksStore, RocksStoreOptions};
@@ -25,7 +26,7 @@ pub enum Opened {
 
 impl Opened {
     /// Opens the RocksDB store in `dir`.
-    pub async fn rocks(dir: &PathBuf) -> CliResult<Opened> {
+    pub async fn rocks(dir: &Path) -> CliResult<Opened> {
         RocksStore::open(dir, RocksStoreOptions::new())
             .await
             .map(Opened::Rocks)
@@ -50,4 +51,17 @@ impl Opened {
             Opened::Memory(_) => Ok(()),
         }
     }
+}
+
+/// Opens the RocksDB store in `dir`, runs `work` on it, then closes the store cleanly whatever
+/// `work` returned (a subcommand's error must not skip the WAL sync and memtable flush).
+pub async fn with_rocks<T, F, Fut>(dir: &Path, work: F) -> CliResult<T>
+where
+    F: FnOnce(Arc<dyn ResultStore>) -> Fut,
+    Fut: Future<Output = CliResult<T>>,
+{
+    let store = Opened::rocks(dir).await?;
+    let result = work(store.shared()).await;
+    store.close().await?;
+    result
 }
