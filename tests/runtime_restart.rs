@@ -128,17 +128,9 @@ async fn check(scenario: Scenario) {
     store.close().await.unwrap();
 }
 
-/// `default` cases, or `PROPTEST_CASES` when set.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
     // `PROPTEST_CASES` raises the count for a longer hunt.
-    #![proptest_config(ProptestConfig { cases: cases(12), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: liveresults_core::testing::env_number("PROPTEST_CASES", 12), ..ProptestConfig::default() })]
 
     #[test]
     fn restarts_on_rocksdb_do_not_change_the_final_view(scenario in scenario_strategy(40)) {

@@ -14,11 +14,10 @@ const CHUNK_LINES: u64 = 10;
 const POST_LINES: u64 = 50;
 const ROWS_PER_LINE: u64 = 3;
 
+/// Kill rounds: `LIVERESULTS_CRASH_ROUNDS` (as every crash test), default 4 (each round
+/// restarts the server binary).
 fn rounds() -> usize {
-    std::env::var("LIVERESULTS_SERVER_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
+    liveresults_core::testing::crash::crash_rounds(4) as usize
 }
 
 struct Serve {

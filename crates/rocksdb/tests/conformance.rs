@@ -66,11 +66,8 @@ mod without_signature_index {
 
 #[test]
 fn rocksdb_store_matches_the_model() {
-    let cases = std::env::var("LIVERESULTS_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
     let config = ModelConfig {
-        cases: cases.unwrap_or(32),
+        cases: liveresults_core::testing::env_number("PROPTEST_CASES", 32),
         ..ModelConfig::default()
     };
     run_model_test(RocksHarness::new, config);

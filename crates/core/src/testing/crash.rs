@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+use super::env_number;
+
 /// A small xorshift generator. Crash tests print their seed so a failing kill schedule can be
 /// replayed with `LIVERESULTS_CRASH_SEED`.
 #[derive(Debug, Clone)]
@@ -21,14 +23,6 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-/// Reads a number from environment variable `name`, or `default` when unset or unparsable.
-pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Kill rounds: `LIVERESULTS_CRASH_ROUNDS`, or `default`.

@@ -36,6 +36,16 @@ pub trait Harness: Send {
     fn durable(&self) -> bool;
 }
 
+/// Reads a number from environment variable `name`, or `default` when unset or unparsable:
+/// how the long-running tests let a person raise their case counts (`PROPTEST_CASES`,
+/// `LIVERESULTS_CRASH_ROUNDS`) without editing them.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The harness of the in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryHarness;
