@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use liveresults_core::codec::changes::{decode_changes, ChangeItem};
 use liveresults_core::formats::{ControlSignal, Event};
 use liveresults_core::{Commit, QueryInfo, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -133,7 +134,47 @@ impl Pipeline {
             s.row_count = info.row_count;
             s.epoch = info.epoch;
         });
+        if self.last_commit_was_deletion(info.sequence).await? {
+            self.shared.registry.update(&self.query_id, |s| {
+                s.upstream = Some(ControlSignal::Deleted)
+            });
+            self.stop(StopReason::Deleted);
+        }
         Ok(())
+    }
+
+    /// Whether the query's newest commit is a `deleted` signal (see the `Deleted` arm of
+    /// `accept`): then it was deprovisioned before a restart and stays so until cleared.
+    async fn last_commit_was_deletion(&self, sequence: Option<u64>) -> Result<bool, StoreError> {
+        let Some(sequence) = sequence else {
+            return Ok(false);
+        };
+        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let after = sequence.checked_sub(1);
+        let newest = match store_retry(retry, "read_outbox", || {
+            store.read_outbox(&self.query_id, after, 1)
+        })
+        .await
+        {
+            Ok(entries) => entries,
+            // The newest entry is never evicted, but a rows-only history may have none.
+            Err(StoreError::OutboxGap { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let Some(entry) = newest.first().filter(|e| e.span.last == sequence) else {
+            return Ok(false);
+        };
+        let items = decode_changes(&entry.payload).map_err(|e| StoreError::Corrupt {
+            what: format!("outbox entry {sequence} of query {:?}", self.query_id),
+            detail: e.to_string(),
+        })?;
+        Ok(matches!(
+            items.last(),
+            Some(ChangeItem::Control {
+                signal: ControlSignal::Deleted,
+                ..
+            })
+        ))
     }
 
     fn stopped_error(&self, reason: &StopReason) -> SubmitError {
@@ -321,9 +362,11 @@ impl Pipeline {
                 ControlSignal::Deleted => {
                     self.flush_or_refuse().await?;
                     self.reset_or_stop("query deleted").await?;
-                    self.shared
-                        .registry
-                        .update(&self.query_id, |s| s.upstream = Some(signal));
+                    // The deletion is the first commit of the new epoch: the pipeline reads it
+                    // back at load, so the query stays deprovisioned across restarts, and
+                    // change-feed readers see it.
+                    self.group.add_control(sequence, signal, timestamp_ms);
+                    self.flush_or_refuse().await?;
                     self.stop(StopReason::Deleted);
                     return Ok(Some(Applied::Deprovisioned));
                 }

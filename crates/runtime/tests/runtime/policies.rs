@@ -241,8 +241,9 @@ async fn deleted_clears_and_deprovisions_the_query() {
         h.submit_and_wait(control("q", 2, "deleted")).await.unwrap(),
         Applied::Deprovisioned
     );
+    // Cleared, and the deletion itself is the new epoch's first commit.
     let info = store.query_info("q").await.unwrap();
-    assert_eq!((info.sequence, info.row_count, info.epoch), (None, 0, 1));
+    assert_eq!((info.sequence, info.row_count, info.epoch), (Some(2), 0, 1));
     let status = h.status("q").unwrap();
     assert_eq!(status.state, QueryState::Stopped(StopReason::Deleted));
     assert_eq!(status.upstream, Some(ControlSignal::Deleted));
@@ -263,6 +264,46 @@ async fn deleted_clears_and_deprovisions_the_query() {
     assert!(view.query("q").rows.is_empty());
     assert_eq!(view.query("keep").rows.len(), 2);
     assert!(rec.seen().contains(&Seen::Reset("q".into(), 1)));
+}
+
+/// A deprovisioned query stays deprovisioned across a restart, until an operator clears it.
+#[tokio::test]
+async fn deleted_query_stays_deprovisioned_across_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    let rt = start(&store, RuntimeConfig::new(), Vec::new()).await;
+    rt.handle()
+        .submit_and_wait(lib_add("q", 1, 1, 1))
+        .await
+        .unwrap();
+    rt.handle()
+        .submit_and_wait(control("q", 2, "deleted"))
+        .await
+        .unwrap();
+    rt.shutdown().await.unwrap();
+
+    let rt = start(&store, RuntimeConfig::new(), Vec::new()).await;
+    let h = rt.handle();
+    let refused = h.submit_and_wait(lib_add("q", 3, 3, 3)).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            SubmitError::QueryStopped {
+                reason: StopReason::Deleted,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(
+        h.status("q").unwrap().upstream,
+        Some(ControlSignal::Deleted)
+    );
+    assert_eq!(store.query_info("q").await.unwrap().row_count, 0);
+    // An operator's clear brings it back.
+    h.clear_query("q").await.unwrap();
+    h.submit_and_wait(lib_add("q", 3, 3, 3)).await.unwrap();
+    assert_eq!(store.query_info("q").await.unwrap().row_count, 1);
+    rt.shutdown().await.unwrap();
 }
 
 #[tokio::test]
