@@ -12,6 +12,7 @@ pub struct RocksStoreOptions {
     pub(crate) retention: OutboxRetention,
     pub(crate) signature_index_bytes: u64,
     pub(crate) max_blocking_jobs: usize,
+    pub(crate) max_open_snapshots: usize,
 }
 
 impl Default for RocksStoreOptions {
@@ -23,6 +24,7 @@ impl Default for RocksStoreOptions {
             retention: OutboxRetention::default(),
             signature_index_bytes: 512 << 20,
             max_blocking_jobs: 16,
+            max_open_snapshots: 64,
         }
     }
 }
@@ -33,7 +35,8 @@ pub(crate) const INDEX_BYTES_PER_ROW: u64 = 16;
 
 impl RocksStoreOptions {
     /// Defaults: no fsync per commit, 64 MiB block cache, 64 MiB write buffers, default outbox
-    /// retention, a 512 MiB signature index budget, 16 concurrent blocking jobs.
+    /// retention, a 512 MiB signature index budget, 16 concurrent blocking jobs, 64 open
+    /// snapshots.
     pub fn new() -> Self {
         RocksStoreOptions::default()
     }
@@ -85,6 +88,14 @@ impl RocksStoreOptions {
     #[must_use]
     pub fn max_blocking_jobs(mut self, jobs: usize) -> Self {
         self.max_blocking_jobs = jobs.max(1);
+        self
+    }
+
+    /// How many snapshots may be open at once (default 64). Each open snapshot owns a blocking
+    /// thread until it is read to the end or dropped; one more waits for a slot.
+    #[must_use]
+    pub fn max_open_snapshots(mut self, snapshots: usize) -> Self {
+        self.max_open_snapshots = snapshots.max(1);
         self
     }
 

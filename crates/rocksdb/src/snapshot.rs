@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use liveresults_core::{QueryInfo, RowChunk, SnapshotChunks, StoreError};
 use rocksdb::ReadOptions;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::engine::{Engine, CF_ROWS};
 use crate::error::corrupt_record;
@@ -39,10 +39,16 @@ impl SnapshotChunks for RocksChunks {
 /// Starts a snapshot of `query_id`; returns the state it was taken at and its chunks.
 pub(crate) async fn start(
     engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
     query_id: String,
     chunk_rows: usize,
 ) -> Result<(QueryInfo, RocksChunks), StoreError> {
     let prefix = QueryPrefix::new(&query_id)?;
+    // Held by the reading thread for the snapshot's whole life.
+    let slot = slots
+        .acquire_owned()
+        .await
+        .map_err(|_| StoreError::Closed)?;
     let (header_tx, header_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
@@ -57,6 +63,7 @@ pub(crate) async fn start(
         // Release the database before the consumer can observe the end of the stream, so a
         // reader that drains a snapshot and then reopens the store finds it unlocked.
         drop(engine);
+        drop(slot);
         drop(tx);
     });
     let info = header_rx.await.map_err(|_| StoreError::Closed)??;

@@ -22,6 +22,7 @@ use crate::snapshot;
 pub struct RocksStore {
     engine: Arc<Engine>,
     permits: Arc<Semaphore>,
+    snapshot_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -55,11 +56,13 @@ impl RocksStore {
         let span = tracing::info_span!("store_open", path = %path.display());
         let _enter = span.enter();
         let jobs = options.max_blocking_jobs;
+        let snapshots = options.max_open_snapshots;
         let engine = Engine::open(path, options)?;
         tracing::info!("store opened");
         Ok(RocksStore {
             engine: Arc::new(engine),
             permits: Arc::new(Semaphore::new(jobs)),
+            snapshot_slots: Arc::new(Semaphore::new(snapshots)),
         })
     }
 
@@ -143,8 +146,13 @@ impl ResultStore for RocksStore {
         if self.permits.is_closed() {
             return Err(StoreError::Closed);
         }
-        let (info, chunks) =
-            snapshot::start(Arc::clone(&self.engine), query_id.to_owned(), chunk_rows).await?;
+        let (info, chunks) = snapshot::start(
+            Arc::clone(&self.engine),
+            Arc::clone(&self.snapshot_slots),
+            query_id.to_owned(),
+            chunk_rows,
+        )
+        .await?;
         Ok(Snapshot::new(info, Box::new(chunks)))
     }
 

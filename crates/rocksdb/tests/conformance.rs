@@ -1,6 +1,8 @@
 //! The shared conformance suite and model test against the RocksDB store, plus the failure
 //! modes only an on-disk store has.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use liveresults_core::testing::{run_model_test, Harness, ModelConfig};
 use liveresults_core::{LiveResultsWriter, OutboxRetention, ResultStore, RowMutation, StoreError};
@@ -162,4 +164,25 @@ async fn corrupt_meta_record_is_a_typed_error() {
         store.list_queries().await,
         Err(StoreError::Corrupt { .. })
     ));
+}
+
+#[tokio::test]
+async fn open_snapshots_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RocksStoreOptions::new().max_open_snapshots(1);
+    let store = RocksStore::open(dir.path(), options).await.unwrap();
+    let muts: Vec<_> = (0..100u64)
+        .map(|i| RowMutation::upsert(i, b"row"))
+        .collect();
+    store.apply_mutations("q", &muts).await.unwrap();
+    // 10 chunks, 2 in flight: the first snapshot's reader thread stays parked, holding its slot.
+    let first = store.snapshot("q", 10).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(200), store.snapshot("q", 10)).await;
+    assert!(waiting.is_err(), "a second snapshot must wait for the slot");
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(10), store.snapshot("q", 10))
+        .await
+        .expect("the slot is released when the first snapshot is dropped")
+        .unwrap();
+    assert_eq!(second.collect_rows().await.unwrap().len(), 100);
 }
