@@ -142,7 +142,11 @@ impl Snapshot {
 
     /// Reads every remaining row into memory (for small queries and tests).
     pub async fn collect_rows(mut self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut rows = Vec::with_capacity(usize::try_from(self.info.row_count).unwrap_or(0));
+        // The count comes from disk: never let a corrupt one size an allocation.
+        let hint = usize::try_from(self.info.row_count)
+            .unwrap_or(0)
+            .min(1 << 20);
+        let mut rows = Vec::with_capacity(hint);
         while let Some(chunk) = self.next_chunk().await? {
             rows.extend(chunk.iter().map(|(s, d)| (s, d.to_vec())));
         }

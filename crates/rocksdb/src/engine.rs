@@ -40,7 +40,7 @@ pub(crate) struct Engine {
     pub(crate) db: DB,
     pub(crate) path: String,
     write_options: WriteOptions,
-    options: RocksStoreOptions,
+    pub(crate) options: RocksStoreOptions,
     queries: RwLock<HashMap<String, Arc<QueryHandle>>>,
     budget: IndexBudget,
 }
@@ -93,13 +93,37 @@ impl Engine {
         self.queries.read().ok()?.get(query_id).cloned()
     }
 
-    /// The handle of a query, loading its meta record and outbox bookkeeping on first use.
-    fn handle(&self, query_id: &str) -> Result<Arc<QueryHandle>, StoreError> {
+    /// The handle of a query the store knows, loading its meta record and outbox bookkeeping
+    /// on first use; `None` for a query it does not know. Readers asking about arbitrary ids
+    /// (an HTTP client probing) must not grow memory, so only writers create handles.
+    fn handle(&self, query_id: &str) -> Result<Option<Arc<QueryHandle>>, StoreError> {
         if let Some(handle) = self.cached(query_id) {
-            return Ok(handle);
+            return Ok(Some(handle));
         }
         let prefix = QueryPrefix::new(query_id)?;
-        let meta = self.read_meta(query_id, &prefix, None)?.unwrap_or_default();
+        match self.read_meta(query_id, &prefix, None)? {
+            Some(meta) => self.insert_handle(query_id, prefix, meta).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The handle a commit writes through, created for a new query.
+    fn writer_handle(&self, query_id: &str) -> Result<Arc<QueryHandle>, StoreError> {
+        match self.handle(query_id)? {
+            Some(handle) => Ok(handle),
+            None => {
+                let prefix = QueryPrefix::new(query_id)?;
+                self.insert_handle(query_id, prefix, MetaRecord::default())
+            }
+        }
+    }
+
+    fn insert_handle(
+        &self,
+        query_id: &str,
+        prefix: QueryPrefix,
+        meta: MetaRecord,
+    ) -> Result<Arc<QueryHandle>, StoreError> {
         let window = self.load_window(&prefix, meta.evicted_through)?;
         let handle = Arc::new(QueryHandle {
             query_id: query_id.to_owned(),
@@ -227,7 +251,7 @@ impl Engine {
         query_id: &str,
         commit: &OwnedCommit,
     ) -> Result<CommitReceipt, StoreError> {
-        let handle = self.handle(query_id)?;
+        let handle = self.writer_handle(query_id)?;
         let mut state = handle.state.lock().map_err(poisoned)?;
         if let Some(span) = commit.sequence {
             rules::check_sequence(query_id, state.meta.sequence, span)?;
@@ -284,7 +308,9 @@ impl Engine {
             .write_opt(batch, &self.write_options)
             .map_err(|e| self.rocks(e))?;
 
-        // The write is durable; now bring the in-memory state up to it.
+        // The write is durable: publish it first (a snapshot may already see it), then bring
+        // the rest of the in-memory state up to it.
+        *handle.published.lock().map_err(poisoned)? = meta;
         if let Some((span, plan)) = plan {
             state
                 .window
@@ -292,7 +318,6 @@ impl Engine {
         }
         self.update_index(&mut state, commit, inserted, deleted);
         state.meta = meta;
-        *handle.published.lock().map_err(poisoned)? = meta;
         Ok(CommitReceipt {
             sequence: meta.sequence,
             row_count: meta.row_count,
@@ -328,7 +353,9 @@ impl Engine {
     }
 
     pub(crate) fn clear(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        let handle = self.handle(query_id)?;
+        let Some(handle) = self.handle(query_id)? else {
+            return Ok(QueryInfo::empty(query_id));
+        };
         let mut state = handle.state.lock().map_err(poisoned)?;
         let known = self.read_meta(query_id, &handle.prefix, None)?.is_some();
         if !known {
@@ -360,7 +387,9 @@ impl Engine {
     }
 
     pub(crate) fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        let handle = self.handle(query_id)?;
+        let Some(handle) = self.handle(query_id)? else {
+            return Ok(QueryInfo::empty(query_id));
+        };
         let meta = *handle.published.lock().map_err(poisoned)?;
         Ok(handle.info_from(&meta))
     }
@@ -371,15 +400,21 @@ impl Engine {
         after: Option<u64>,
         max_entries: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let handle = self.handle(query_id)?;
-        // Read under the commit lock so the gap check and the entries agree.
+        let Some(handle) = self.handle(query_id)? else {
+            return Ok(Vec::new());
+        };
+        // Check the window and take a RocksDB snapshot under the commit lock, so the gap check
+        // and the entries agree; then read without holding up commits.
         let state = handle.state.lock().map_err(poisoned)?;
         state.window.check_read(query_id, after)?;
+        let snapshot = self.db.snapshot();
+        drop(state);
         let start = match after {
             Some(a) => handle.prefix.with_u64(a.saturating_add(1)),
             None => handle.prefix.as_bytes().to_vec(),
         };
         let mut read = ReadOptions::default();
+        read.set_snapshot(&snapshot);
         read.set_iterate_upper_bound(handle.prefix.successor());
         let mode = IteratorMode::From(&start, Direction::Forward);
         let mut entries = Vec::new();
@@ -401,7 +436,6 @@ impl Engine {
                 payload: payload.to_vec(),
             });
         }
-        drop(state);
         Ok(entries)
     }
 
@@ -505,5 +539,25 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
             db.put_opt(FORMAT_KEY, STORE_FORMAT_VERSION.to_be_bytes(), &opts)
                 .map_err(|e| from_rocksdb(e, path))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: reads of unknown ids used to cache a handle each, so a client probing random
+    /// ids grew memory without bound.
+    #[test]
+    fn reading_unknown_queries_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), RocksStoreOptions::new()).unwrap();
+        for i in 0..100 {
+            let id = format!("probe-{i}");
+            assert_eq!(engine.query_info(&id).unwrap(), QueryInfo::empty(&id));
+            assert!(engine.read_outbox(&id, None, 10).unwrap().is_empty());
+            assert_eq!(engine.clear(&id).unwrap(), QueryInfo::empty(&id));
+        }
+        assert_eq!(engine.queries.read().unwrap().len(), 0);
     }
 }

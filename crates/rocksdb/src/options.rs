@@ -1,5 +1,7 @@
 //! Store configuration.
 
+use std::time::Duration;
+
 use liveresults_core::OutboxRetention;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
 
@@ -13,6 +15,8 @@ pub struct RocksStoreOptions {
     pub(crate) signature_index_bytes: u64,
     pub(crate) max_blocking_jobs: usize,
     pub(crate) max_open_snapshots: usize,
+    pub(crate) snapshot_wait: Duration,
+    pub(crate) snapshot_idle_timeout: Duration,
 }
 
 impl Default for RocksStoreOptions {
@@ -25,6 +29,8 @@ impl Default for RocksStoreOptions {
             signature_index_bytes: 512 << 20,
             max_blocking_jobs: 16,
             max_open_snapshots: 64,
+            snapshot_wait: Duration::from_secs(30),
+            snapshot_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -36,7 +42,7 @@ pub(crate) const INDEX_BYTES_PER_ROW: u64 = 16;
 impl RocksStoreOptions {
     /// Defaults: no fsync per commit, 64 MiB block cache, 64 MiB write buffers, default outbox
     /// retention, a 512 MiB signature index budget, 16 concurrent blocking jobs, 64 open
-    /// snapshots.
+    /// snapshots (30 s wait for a slot, 60 s reader idle timeout).
     pub fn new() -> Self {
         RocksStoreOptions::default()
     }
@@ -96,6 +102,23 @@ impl RocksStoreOptions {
     #[must_use]
     pub fn max_open_snapshots(mut self, snapshots: usize) -> Self {
         self.max_open_snapshots = snapshots.max(1);
+        self
+    }
+
+    /// How long opening a snapshot waits for a free slot before failing with a transient
+    /// error (default 30 s).
+    #[must_use]
+    pub fn snapshot_wait(mut self, wait: Duration) -> Self {
+        self.snapshot_wait = wait;
+        self
+    }
+
+    /// How long a snapshot waits for its reader to take the next chunk before it is abandoned
+    /// and its slot, thread and RocksDB snapshot are released (default 60 s). The reader then
+    /// gets a transient error, never a silently truncated snapshot.
+    #[must_use]
+    pub fn snapshot_idle_timeout(mut self, idle: Duration) -> Self {
+        self.snapshot_idle_timeout = idle;
         self
     }
 

@@ -4,13 +4,18 @@
 //! async reader between chunks. Instead one blocking thread owns them for the snapshot's whole
 //! life and hands chunks over a channel of capacity [`CHUNKS_IN_FLIGHT`]: memory stays bounded
 //! by that many chunks however slow the reader, and dropping the reader ends the thread at its
-//! next send.
+//! next send. Threads are bounded by the store's snapshot slots, and a reader that stops
+//! taking chunks for `snapshot_idle_timeout` gives its slot back: it then gets an error, and
+//! the end of a stream is only ever reported after the thread marked it complete.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use liveresults_core::{QueryInfo, RowChunk, SnapshotChunks, StoreError};
+use liveresults_core::{ErrorClass, QueryInfo, RowChunk, SnapshotChunks, StoreError};
 use rocksdb::ReadOptions;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::engine::{Engine, CF_ROWS};
@@ -24,15 +29,48 @@ const SCAN_READAHEAD_BYTES: usize = 2 << 20;
 
 type ChunkResult = Result<RowChunk, StoreError>;
 
+fn transient(message: String) -> StoreError {
+    StoreError::Backend {
+        backend: "rocksdb",
+        class: ErrorClass::Transient,
+        message,
+    }
+}
+
 /// The consumer side of a snapshot.
 pub(crate) struct RocksChunks {
     rx: mpsc::Receiver<ChunkResult>,
+    /// Set by the reading thread once every chunk has been handed over.
+    complete: Arc<AtomicBool>,
+    idle_timeout: Duration,
 }
 
 #[async_trait]
 impl SnapshotChunks for RocksChunks {
     async fn next_chunk(&mut self) -> Result<Option<RowChunk>, StoreError> {
-        self.rx.recv().await.transpose()
+        match self.rx.recv().await {
+            Some(chunk) => chunk.map(Some),
+            None if self.complete.load(Ordering::Acquire) => Ok(None),
+            None => Err(transient(format!(
+                "snapshot abandoned: its reader took no chunk for {:?}",
+                self.idle_timeout
+            ))),
+        }
+    }
+}
+
+/// The reading thread's side: sends chunks, giving up on a reader idle for too long.
+struct Sender {
+    tx: mpsc::Sender<ChunkResult>,
+    runtime: Handle,
+    idle_timeout: Duration,
+}
+
+impl Sender {
+    /// Hands one chunk over; false when the reader is gone or idle past the timeout.
+    fn send(&self, chunk: ChunkResult) -> bool {
+        let send = tokio::time::timeout(self.idle_timeout, self.tx.send(chunk));
+        matches!(self.runtime.block_on(send), Ok(Ok(())))
     }
 }
 
@@ -44,40 +82,64 @@ pub(crate) async fn start(
     chunk_rows: usize,
 ) -> Result<(QueryInfo, RocksChunks), StoreError> {
     let prefix = QueryPrefix::new(&query_id)?;
+    let (wait, idle_timeout) = (
+        engine.options.snapshot_wait,
+        engine.options.snapshot_idle_timeout,
+    );
     // Held by the reading thread for the snapshot's whole life.
-    let slot = slots
-        .acquire_owned()
-        .await
-        .map_err(|_| StoreError::Closed)?;
+    let slot = match tokio::time::timeout(wait, slots.acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(_)) => return Err(StoreError::Closed),
+        Err(_) => {
+            return Err(transient(format!(
+                "every snapshot slot stayed busy for {wait:?}"
+            )))
+        }
+    };
     let (header_tx, header_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let complete = Arc::new(AtomicBool::new(false));
+    let sender = Sender {
+        tx,
+        runtime: Handle::current(),
+        idle_timeout,
+    };
+    let done = Arc::clone(&complete);
     tokio::task::spawn_blocking(move || {
-        stream(
+        if stream(
             &engine,
             &query_id,
             &prefix,
             chunk_rows.max(1),
             header_tx,
-            &tx,
-        );
+            &sender,
+        ) {
+            done.store(true, Ordering::Release);
+        }
         // Release the database before the consumer can observe the end of the stream, so a
         // reader that drains a snapshot and then reopens the store finds it unlocked.
         drop(engine);
         drop(slot);
-        drop(tx);
+        drop(sender);
     });
     let info = header_rx.await.map_err(|_| StoreError::Closed)??;
-    Ok((info, RocksChunks { rx }))
+    let chunks = RocksChunks {
+        rx,
+        complete,
+        idle_timeout,
+    };
+    Ok((info, chunks))
 }
 
+/// Streams the rows; true when every chunk was handed over.
 fn stream(
     engine: &Engine,
     query_id: &str,
     prefix: &QueryPrefix,
     chunk_rows: usize,
     header_tx: oneshot::Sender<Result<QueryInfo, StoreError>>,
-    tx: &mpsc::Sender<ChunkResult>,
-) {
+    tx: &Sender,
+) -> bool {
     let snapshot = engine.db.snapshot();
     let header = engine
         .read_meta(query_id, prefix, Some(&snapshot))
@@ -92,14 +154,11 @@ fn stream(
         });
     let failed = header.is_err();
     if header_tx.send(header).is_err() || failed {
-        return;
+        return false;
     }
     let rows_cf = match engine.cf(CF_ROWS) {
         Ok(cf) => cf,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
+        Err(e) => return tx.send(Err(e)),
     };
     let mut read = ReadOptions::default();
     read.set_snapshot(&snapshot);
@@ -112,23 +171,19 @@ fn stream(
     while let Some((key, value)) = iter.item() {
         let Some(sig) = keys::split_key(key).and_then(|(_, rest)| keys::u64_suffix(rest)) else {
             let err = corrupt_record(format!("row key of query {query_id:?}"), format!("{key:?}"));
-            let _ = tx.blocking_send(Err(err));
-            return;
+            return tx.send(Err(err));
         };
         chunk.push(sig, value);
         if chunk.len() >= chunk_rows {
             let full = std::mem::replace(&mut chunk, RowChunk::with_capacity(chunk_rows));
-            if tx.blocking_send(Ok(full)).is_err() {
-                return; // the reader went away
+            if !tx.send(Ok(full)) {
+                return false; // the reader went away or stopped reading
             }
         }
         iter.next();
     }
     if let Err(e) = iter.status() {
-        let _ = tx.blocking_send(Err(engine.rocks(e)));
-        return;
+        return tx.send(Err(engine.rocks(e)));
     }
-    if !chunk.is_empty() {
-        let _ = tx.blocking_send(Ok(chunk));
-    }
+    chunk.is_empty() || tx.send(Ok(chunk))
 }

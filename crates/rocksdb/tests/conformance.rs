@@ -186,3 +186,40 @@ async fn open_snapshots_are_bounded() {
         .unwrap();
     assert_eq!(second.collect_rows().await.unwrap().len(), 100);
 }
+
+/// A reader that stops taking chunks gives its slot back after the idle timeout, and learns
+/// so by an error: an abandoned snapshot never ends as if it were complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_snapshot_reader_is_abandoned_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RocksStoreOptions::new()
+        .max_open_snapshots(1)
+        .snapshot_wait(Duration::from_millis(50))
+        .snapshot_idle_timeout(Duration::from_millis(100));
+    let store = RocksStore::open(dir.path(), options).await.unwrap();
+    let muts: Vec<_> = (0..100u64)
+        .map(|i| RowMutation::upsert(i, b"row"))
+        .collect();
+    store.apply_mutations("q", &muts).await.unwrap();
+    let mut idle = store.snapshot("q", 10).await.unwrap();
+    let busy = store.snapshot("q", 10).await.unwrap_err();
+    assert!(busy.is_transient(), "{busy}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fresh = store
+        .snapshot("q", 10)
+        .await
+        .expect("the idle reader's slot was released");
+    assert_eq!(fresh.collect_rows().await.unwrap().len(), 100);
+    let mut rows = 0;
+    loop {
+        match idle.next_chunk().await {
+            Ok(Some(chunk)) => rows += chunk.len(),
+            Ok(None) => panic!("an abandoned snapshot reported completion after {rows} rows"),
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(rows < 100);
+}
