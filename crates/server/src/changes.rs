@@ -138,15 +138,12 @@ pub(crate) async fn read(inner: &Inner, query_id: &str, start: Start) -> Result<
         if now.epoch != info.epoch {
             continue; // cleared while reading: the entries may belong to the new epoch
         }
-        let mut messages = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let change = CommittedChange::from_outbox(query_id, info.epoch, entry)?;
-            messages.push(render::change(&change));
-        }
-        let next = match (entries.last(), start) {
-            (Some(entry), _) => Offset {
+        let last = entries.last().map(|entry| entry.span.last);
+        let messages = render_entries(query_id, info.epoch, entries).await?;
+        let next = match (last, start) {
+            (Some(last), _) => Offset {
                 epoch: info.epoch,
-                sequence: Some(entry.span.last),
+                sequence: Some(last),
             },
             (None, Start::At(offset)) => offset,
             (None, _) => tail,
@@ -160,6 +157,27 @@ pub(crate) async fn read(inner: &Inner, query_id: &str, start: Start) -> Result<
     Err(ApiError::Internal(format!(
         "query {query_id:?} was cleared {READ_ATTEMPTS} times while being read"
     )))
+}
+
+/// Decodes and renders outbox entries on the blocking pool: up to a response's worth of
+/// batches is CPU work that would otherwise stall every request sharing the executor thread.
+async fn render_entries(
+    query_id: &str,
+    epoch: u64,
+    entries: Vec<liveresults_core::OutboxEntry>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let query_id = query_id.to_owned();
+    let rendered = tokio::task::spawn_blocking(move || {
+        entries
+            .iter()
+            .map(|entry| {
+                CommittedChange::from_outbox(&query_id, epoch, entry).map(|c| render::change(&c))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))?;
+    Ok(rendered?)
 }
 
 /// The long-poll cursor: the current 20-second interval number, or — when the client echoes a

@@ -319,6 +319,18 @@ impl ApiError {
                 "Invalid query id",
                 self.to_string(),
             ),
+            // Busy, timed out, or closing: the client should come back, not give up.
+            ApiError::Store(e) if e.is_transient() || matches!(e, StoreError::Closed) => {
+                tracing::warn!(error = %e, "store unavailable");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Store temporarily unavailable",
+                    "the store is busy or closing; retry later".to_owned(),
+                );
+                p.retry_after = true;
+                p
+            }
             ApiError::Store(e) => internal(e),
             ApiError::Internal(e) => internal(e),
         }

@@ -5,7 +5,11 @@
 //! parsed (on the blocking pool: JSON parsing is CPU work), handed to the runtime as ONE
 //! atomic commit, and awaited before the next byte of the body is read — so the client is
 //! paced by the store, memory stays bounded by one chunk, and after any failure exactly the
-//! chunks before the failing one are committed. Every error names the 1-based line (counted
+//! chunks before the failing one are committed. (One exception, from the runtime's batch
+//! rules: a lifecycle signal that clears the query — `deleted`, or `bootstrapStarted` and
+//! gaps under AutoReset — splits its chunk there, so the part before it may be committed
+//! even if a later line of the chunk is refused; `committed_sequence` always says where the
+//! query stands.) Every error names the 1-based line (counted
 //! over the whole body) and the query's committed sequence, which is where a retry resumes
 //! (events at or below it are skipped as redeliveries).
 

@@ -32,7 +32,7 @@ pub mod snapshot;
 pub mod sse;
 mod state;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -65,20 +65,30 @@ pub fn app(state: AppState) -> Router {
 /// Serves [`app`] on `listener` until `shutdown` completes, then shuts down gracefully: no new
 /// connections; live readers (long-polls, SSE streams) are told to end through the state's
 /// shutdown signal; ingest requests finish the chunk in flight and answer 503 with the
-/// committed sequence. Returns once every connection is closed; the caller then shuts the
-/// runtime down and closes the store.
+/// committed sequence. Returns once every connection is closed, or once the state's shutdown
+/// grace period has passed (a client that stopped reading a streamed snapshot cannot hold the
+/// process); the caller then shuts the runtime down and closes the store.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let signal = state.shutdown_token();
+    let (started, grace) = (signal.clone(), state.inner.shutdown_grace);
     let router = app(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending live readers, finishing in-flight chunks");
-            signal.cancel();
-        })
-        .await
+    let graceful = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending live readers, finishing in-flight chunks");
+        signal.cancel();
+    });
+    tokio::select! {
+        result = graceful.into_future() => result,
+        () = async {
+            started.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "connections still open after the shutdown grace period: dropping them");
+            Ok(())
+        }
+    }
 }

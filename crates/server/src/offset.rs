@@ -8,8 +8,9 @@
 //! - an offset taken before a clear (an older epoch) is recognisably stale: the reader must
 //!   refetch the snapshot instead of silently reading another history.
 //!
-//! `-1` (the beginning of the query's retained history) and `now` (the current tail) are the
-//! Durable Streams sentinels.
+//! `-1` (the beginning of the current epoch's history) and `now` (the current tail) are the
+//! Durable Streams sentinels. Once the outbox has evicted anything, the beginning is gone and
+//! `-1` answers must-refetch like any other expired offset: the snapshot is the way in.
 
 use std::fmt;
 
@@ -61,7 +62,7 @@ impl fmt::Display for Offset {
 /// Where a read starts, as the client asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// `-1`: the oldest batch the outbox still holds of the current epoch.
+    /// `-1`: the first batch of the current epoch (must-refetch once it has been evicted).
     Beginning,
     /// `now`: the current tail; only what is committed from here on.
     Now,

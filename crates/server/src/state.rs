@@ -23,6 +23,9 @@ const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default lifetime of one SSE connection (the protocol asks servers to close about every
 /// minute so clients can collapse onto caches; they reconnect from their last offset).
 const DEFAULT_SSE_MAX_DURATION: Duration = Duration::from_secs(60);
+/// Default time connections get to finish after shutdown starts before they are dropped: a
+/// client that stops reading a snapshot must not hold the process forever.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default outbox entries per change-feed response.
 const DEFAULT_CHANGES_BATCH: usize = 256;
 /// Default rows per snapshot chunk read from the store.
@@ -40,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) sse_max_duration: Duration,
     pub(crate) changes_batch: usize,
     pub(crate) snapshot_chunk_rows: usize,
+    pub(crate) shutdown_grace: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<ServerMetrics>,
 }
@@ -68,6 +72,7 @@ impl AppState {
                 sse_max_duration: DEFAULT_SSE_MAX_DURATION,
                 changes_batch: DEFAULT_CHANGES_BATCH,
                 snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 shutdown: CancellationToken::new(),
                 metrics: Arc::default(),
             }),
@@ -103,6 +108,13 @@ impl AppState {
     #[must_use]
     pub fn chunk_bytes(self, bytes: usize) -> Self {
         self.edit(|i| i.chunk_bytes = bytes.max(1))
+    }
+
+    /// How long open connections may take to finish once shutdown starts (default 10 s);
+    /// `serve` returns after that even if a client is still (not) reading.
+    #[must_use]
+    pub fn shutdown_grace(self, grace: Duration) -> Self {
+        self.edit(|i| i.shutdown_grace = grace)
     }
 
     /// How long a long-poll waits for a commit before answering 204 (default 30 s).

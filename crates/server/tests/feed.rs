@@ -360,3 +360,38 @@ async fn shutdown_ends_sse_streams_and_long_polls() {
     assert!(started.elapsed() < Duration::from_secs(5));
     server.stop().await;
 }
+
+/// A client that stops reading a streamed snapshot cannot hold the server past the grace
+/// period (regression: shutdown waited for it forever).
+#[tokio::test]
+async fn a_stalled_snapshot_reader_does_not_block_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(|s| {
+        s.shutdown_grace(std::time::Duration::from_millis(300))
+            .chunk_lines(5000)
+    })
+    .await;
+    let wide = "x".repeat(200);
+    let body: String = (1..=20_000)
+        .map(|i| {
+            format!(
+                r#"{{"query_id":"big","sequence":{i},"results":[{{"type":"ADD","data":{{"id":{i},"pad":"{wide}"}},"row_signature":{i}}}]}}"#
+            ) + "\n"
+        })
+        .collect();
+    assert_eq!(server.post("big", body).await.status(), 200);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"GET /queries/big/snapshot HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = stalled.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // Never read again: the ~4 MiB body fills the socket buffers and the server's writes stall.
+    tokio::time::timeout(std::time::Duration::from_secs(5), server.stop())
+        .await
+        .expect("shutdown finished despite the stalled reader");
+    drop(stalled);
+}
