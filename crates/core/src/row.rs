@@ -8,16 +8,17 @@
 //!
 //! # Numbers
 //!
-//! JSON has one number type; [`Value`] has two, chosen so that every number `serde_json`
-//! produces converts without loss where it can:
+//! JSON has one number type; [`Value`] has three, chosen so that every number `serde_json`
+//! produces converts without loss:
 //!
 //! | JSON number | `Value` |
 //! |---|---|
 //! | integer in `i64` range | [`Value::Int`] |
-//! | integer above `i64::MAX` (up to `u64::MAX`) | [`Value::Float`] (the nearest `f64`; precision is lost beyond 2^53) |
+//! | integer above `i64::MAX` (up to `u64::MAX`) | [`Value::UInt`] (exact: two such ids never merge) |
 //! | anything written with a fraction or exponent (`1.0`, `1e3`) | [`Value::Float`] |
 //!
-//! Going back, `Int` becomes a JSON integer and `Float` a JSON float (so `1.0` stays `1.0`).
+//! Going back, `Int` and `UInt` become JSON integers and `Float` a JSON float (so `1.0` stays
+//! `1.0`).
 //! Non-finite floats have no JSON form and become `null`, as in `serde_json`. Row *identity*
 //! does not depend on the variant: signatures hash integral floats as integers.
 //!
@@ -58,6 +59,8 @@ pub enum Value {
     Bool(bool),
     /// A JSON integer that fits in `i64`.
     Int(i64),
+    /// A JSON integer above `i64::MAX` (never used for values that fit `Int`).
+    UInt(u64),
     /// Any other JSON number (see the module docs on numbers).
     Float(f64),
     /// A JSON string.
@@ -74,7 +77,7 @@ impl Value {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
-            Value::Int(_) | Value::Float(_) => "number",
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => "number",
             Value::String(_) => "string",
             Value::List(_) => "array",
             Value::Object(_) => "object",
@@ -105,6 +108,7 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
+            Value::UInt(u) => serde_json::Value::from(*u),
             Value::Float(f) => float_to_json(*f),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(items) => {
@@ -122,6 +126,7 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(b),
             Value::Int(i) => serde_json::Value::from(i),
+            Value::UInt(u) => serde_json::Value::from(u),
             Value::Float(f) => float_to_json(f),
             Value::String(s) => serde_json::Value::String(s),
             Value::List(items) => {
@@ -139,10 +144,12 @@ fn float_to_json(f: f64) -> serde_json::Value {
     serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-/// The number mapping of the module docs: `i64` when it fits, otherwise the nearest `f64`.
+/// The number mapping of the module docs: `i64` when it fits, then `u64`, otherwise `f64`.
 fn number_from_json(n: &serde_json::Number) -> Value {
     if let Some(i) = n.as_i64() {
         Value::Int(i)
+    } else if let Some(u) = n.as_u64() {
+        Value::UInt(u)
     } else if let Some(f) = n.as_f64() {
         Value::Float(f)
     } else {
@@ -269,6 +276,7 @@ impl Serialize for Value {
             Value::Null => serializer.serialize_unit(),
             Value::Bool(b) => serializer.serialize_bool(*b),
             Value::Int(i) => serializer.serialize_i64(*i),
+            Value::UInt(u) => serializer.serialize_u64(*u),
             Value::Float(f) => serializer.serialize_f64(*f),
             Value::String(s) => serializer.serialize_str(s),
             Value::List(items) => {
@@ -315,7 +323,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
-        Ok(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int))
+        Ok(i64::try_from(u).map_or(Value::UInt(u), Value::Int))
     }
 
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {

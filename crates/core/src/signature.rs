@@ -22,11 +22,13 @@
 //! | string | `0x05` | 8 bytes: byte length; then the UTF-8 bytes |
 //! | list | `0x06` | 8 bytes: element count; then each element's encoding, in order |
 //! | object | `0x07` | 8 bytes: entry count; then per entry, in ascending order of the key's UTF-8 bytes, the key encoded as a string (tag `0x05` included) followed by the value's encoding |
+//! | unsigned integer above `i64::MAX` | `0x08` | 8 bytes: the `u64` |
 //!
 //! Number normalisation, so that numerically equal JSON numbers share one identity:
 //!
 //! - a float with an integral value in `[-2^63, 2^63)` is encoded **as the integer** (tag
-//!   `0x03`): `1.0` and `1` hash alike, and `-0.0` is the integer `0`;
+//!   `0x03`): `1.0` and `1` hash alike, and `-0.0` is the integer `0`; one with an integral
+//!   value in `[2^63, 2^64)` as the unsigned integer (tag `0x08`);
 //! - every NaN is encoded with the bits `0x7FF8_0000_0000_0000`;
 //! - other floats (fractions, infinities, magnitudes of `2^63` and beyond) keep their bits.
 //!
@@ -52,6 +54,7 @@ const TAG_FLOAT: u8 = 0x04;
 const TAG_STRING: u8 = 0x05;
 const TAG_LIST: u8 = 0x06;
 const TAG_OBJECT: u8 = 0x07;
+const TAG_UINT: u8 = 0x08;
 
 /// The one bit pattern every NaN is hashed with (the quiet NaN `f64::NAN` has on x86 and ARM).
 const CANONICAL_NAN_BITS: u64 = 0x7FF8_0000_0000_0000;
@@ -157,11 +160,28 @@ fn write_int(i: i64, out: &mut impl Sink) {
     out.put(&i.to_le_bytes());
 }
 
+/// Integers above `i64::MAX`; an in-range value is hashed as the `i64` it equals, so the
+/// two integer variants can never disagree on one number.
+fn write_uint(u: u64, out: &mut impl Sink) {
+    match i64::try_from(u) {
+        Ok(i) => write_int(i, out),
+        Err(_) => {
+            out.put(&[TAG_UINT]);
+            out.put(&u.to_le_bytes());
+        }
+    }
+}
+
 fn write_float(f: f64, out: &mut impl Sink) {
     // The range test is false for NaN and the infinities, so they fall through to the bits.
     if (-TWO_POW_63..TWO_POW_63).contains(&f) && f.fract() == 0.0 {
         // Exact: the value is integral and in range (and `-0.0 as i64` is 0).
         write_int(f as i64, out);
+        return;
+    }
+    if (TWO_POW_63..2.0 * TWO_POW_63).contains(&f) && f.fract() == 0.0 {
+        // Integral and beyond i64 but within u64: the unsigned integer it equals.
+        write_uint(f as u64, out);
         return;
     }
     let bits = if f.is_nan() {
@@ -179,6 +199,7 @@ fn write_value(value: &Value, out: &mut impl Sink) {
         Value::Bool(false) => out.put(&[TAG_FALSE]),
         Value::Bool(true) => out.put(&[TAG_TRUE]),
         Value::Int(i) => write_int(*i, out),
+        Value::UInt(u) => write_uint(*u, out),
         Value::Float(f) => write_float(*f, out),
         Value::String(s) => write_str(s, out),
         Value::List(items) => {

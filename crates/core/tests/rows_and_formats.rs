@@ -64,6 +64,7 @@ fn arb_value_with(floats: BoxedStrategy<f64>) -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
         prop_oneof![-3i64..3, Just(i64::MIN), Just(i64::MAX)].prop_map(Value::Int),
+        (i64::MAX as u64 + 1..=u64::MAX).prop_map(Value::UInt),
         floats.prop_map(Value::Float),
         "\\PC{0,8}".prop_map(Value::String),
     ];

@@ -26,8 +26,13 @@
 //!     String(String),                        // 4, then varint byte length + UTF-8 bytes
 //!     List(Vec<StoredValue>),                // 5, then varint count + elements
 //!     Object(Vec<(String, StoredValue)>),    // 6, then varint count + (key, value) pairs
+//!     UInt(u64),                             // 7, then varint (version 2 only)
 //! }
 //! ```
+//!
+//! Version 2 added `UInt` for integers above `i64::MAX`. A row is written as version 1 unless it
+//! holds such an integer, so every row an older build could write is still byte for byte the
+//! same, and an older build meeting a version 2 row says so instead of misreading it.
 //!
 //! Variant tags and lengths are bincode varints: values below 251 take one byte; 251, 252 and
 //! 253 announce a little-endian `u16`, `u32` or `u64`. Object keys are written in ascending
@@ -47,11 +52,15 @@ use bincode::de::{Decoder, DecoderImpl};
 use bincode::enc::{Encoder, EncoderImpl};
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
+use std::cell::Cell;
 
 use crate::row::{Map, Value};
 
-/// The first byte of every stored row written by this build.
-pub const ROW_FORMAT_VERSION: u8 = 1;
+/// The newest row format version this build writes (for rows holding a [`Value::UInt`]) and
+/// reads.
+pub const ROW_FORMAT_VERSION: u8 = 2;
+/// The version written for rows without a [`Value::UInt`]: the original layout.
+const ROW_FORMAT_V1: u8 = 1;
 
 /// The deepest nesting of lists and objects the decoder accepts (a scalar has depth 0,
 /// `[[1]]` depth 2).
@@ -68,6 +77,7 @@ const TAG_FLOAT: u32 = 3;
 const TAG_STRING: u32 = 4;
 const TAG_LIST: u32 = 5;
 const TAG_OBJECT: u32 = 6;
+const TAG_UINT: u32 = 7;
 
 /// Pre-allocation cap for decoded lists, whatever length the bytes claim.
 const MAX_PREALLOC: usize = 1024;
@@ -80,7 +90,9 @@ pub enum RowCodecError {
     #[error("empty row bytes")]
     Empty,
     /// The version byte is not one this build reads (written by a newer build, or not a row).
-    #[error("unknown row format version {found} (this build reads version {ROW_FORMAT_VERSION})")]
+    #[error(
+        "unknown row format version {found} (this build reads versions 1 to {ROW_FORMAT_VERSION})"
+    )]
     UnknownVersion {
         /// The version byte found.
         found: u8,
@@ -128,19 +140,24 @@ pub fn encode_row_into(value: &Value, out: &mut Vec<u8>) {
         nesting_depth(value) <= MAX_NESTING_DEPTH,
         "row nests deeper than MAX_NESTING_DEPTH and could not be decoded again"
     );
-    out.push(ROW_FORMAT_VERSION);
+    let version_at = out.len();
+    out.push(ROW_FORMAT_V1);
+    let needs_v2 = Cell::new(false);
     let mut encoder = EncoderImpl::new(VecWriter(out), bincode::config::standard());
     // Every write goes to a Vec and cannot fail, and no `Value` is rejected by the encoding:
     // there is no error for input to cause.
-    if let Err(err) = Stored(value).encode(&mut encoder) {
+    if let Err(err) = Stored(value, &needs_v2).encode(&mut encoder) {
         unreachable!("encoding a row into memory failed: {err}");
+    }
+    if needs_v2.get() {
+        out[version_at] = ROW_FORMAT_VERSION;
     }
 }
 
 /// Decodes stored row bytes. Never panics, whatever `bytes` hold.
 pub fn decode_row(bytes: &[u8]) -> Result<Value, RowCodecError> {
     let (&version, payload) = bytes.split_first().ok_or(RowCodecError::Empty)?;
-    if version != ROW_FORMAT_VERSION {
+    if !(ROW_FORMAT_V1..=ROW_FORMAT_VERSION).contains(&version) {
         return Err(RowCodecError::UnknownVersion { found: version });
     }
     let mut decoder = DecoderImpl::new(
@@ -151,7 +168,11 @@ pub fn decode_row(bytes: &[u8]) -> Result<Value, RowCodecError> {
         bincode::config::standard(),
         (),
     );
-    let result = read_value(&mut decoder, MAX_NESTING_DEPTH);
+    let result = read_value(
+        &mut decoder,
+        MAX_NESTING_DEPTH,
+        version >= ROW_FORMAT_VERSION,
+    );
     let cursor = decoder.reader();
     // Offsets count the version byte, so they index `bytes` directly.
     let offset = cursor.pos + 1;
@@ -184,8 +205,9 @@ fn nesting_depth(value: &Value) -> usize {
     }
 }
 
-/// Encodes a borrowed [`Value`] as `StoredValue` (see the module docs).
-struct Stored<'a>(&'a Value);
+/// Encodes a borrowed [`Value`] as `StoredValue` (see the module docs), noting whether it
+/// needed the version 2 `UInt` tag.
+struct Stored<'a>(&'a Value, &'a Cell<bool>);
 
 impl Encode for Stored<'_> {
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
@@ -199,6 +221,11 @@ impl Encode for Stored<'_> {
                 TAG_INT.encode(e)?;
                 i.encode(e)
             }
+            Value::UInt(u) => {
+                self.1.set(true);
+                TAG_UINT.encode(e)?;
+                u.encode(e)
+            }
             Value::Float(f) => {
                 TAG_FLOAT.encode(e)?;
                 f.encode(e)
@@ -210,14 +237,16 @@ impl Encode for Stored<'_> {
             Value::List(items) => {
                 TAG_LIST.encode(e)?;
                 encode_len(items.len(), e)?;
-                items.iter().try_for_each(|item| Stored(item).encode(e))
+                items
+                    .iter()
+                    .try_for_each(|item| Stored(item, self.1).encode(e))
             }
             Value::Object(map) => {
                 TAG_OBJECT.encode(e)?;
                 encode_len(map.len(), e)?;
                 map.iter().try_for_each(|(key, item)| {
                     key.as_str().encode(e)?;
-                    Stored(item).encode(e)
+                    Stored(item, self.1).encode(e)
                 })
             }
         }
@@ -330,14 +359,17 @@ fn read_string<'a, D: Decoder<R = Cursor<'a>, Context = ()>>(d: &mut D) -> Resul
     }
 }
 
+/// Reads one value; `uint` says whether the row's version has the `UInt` tag.
 fn read_value<'a, D: Decoder<R = Cursor<'a>, Context = ()>>(
     d: &mut D,
     depth_left: usize,
+    uint: bool,
 ) -> Result<Value, Problem> {
     match u32::decode(d)? {
         TAG_NULL => Ok(Value::Null),
         TAG_BOOL => Ok(Value::Bool(bool::decode(d)?)),
         TAG_INT => Ok(Value::Int(i64::decode(d)?)),
+        TAG_UINT if uint => Ok(Value::UInt(u64::decode(d)?)),
         TAG_FLOAT => Ok(Value::Float(f64::decode(d)?)),
         TAG_STRING => Ok(Value::String(read_string(d)?)),
         TAG_LIST => {
@@ -345,7 +377,7 @@ fn read_value<'a, D: Decoder<R = Cursor<'a>, Context = ()>>(
             let len = read_len(d)?;
             let mut items = Vec::with_capacity(len.min(MAX_PREALLOC));
             for _ in 0..len {
-                items.push(read_value(d, depth_left)?);
+                items.push(read_value(d, depth_left, uint)?);
             }
             Ok(Value::List(items))
         }
@@ -360,7 +392,7 @@ fn read_value<'a, D: Decoder<R = Cursor<'a>, Context = ()>>(
                         "object key {key:?} is out of order or repeated"
                     )));
                 }
-                let item = read_value(d, depth_left)?;
+                let item = read_value(d, depth_left, uint)?;
                 map.insert(key, item);
             }
             Ok(Value::Object(map))

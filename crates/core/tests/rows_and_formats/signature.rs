@@ -81,12 +81,23 @@ fn integral_floats_hash_as_integers() {
         hash_value(&v("[1.0, {\"a\": 2.0}]")),
         hash_value(&v("[1, {\"a\": 2}]"))
     );
-    // -2^63 is in range and integral; 2^63 is not in i64 range and stays a float.
+    // -2^63 is in range and integral; 2^63 is beyond i64 and hashes as the unsigned integer;
+    // 2^64 is beyond u64 and stays a float.
     assert_eq!(
         hash_value(&Value::Float(-(2f64.powi(63)))),
         hash_value(&Value::Int(i64::MIN))
     );
-    assert_eq!(canonical(&Value::Float(2f64.powi(63)))[0], 0x04);
+    assert_eq!(
+        hash_value(&Value::Float(2f64.powi(63))),
+        hash_value(&Value::UInt(1 << 63))
+    );
+    assert_eq!(canonical(&Value::UInt(1 << 63))[0], 0x08);
+    assert_eq!(canonical(&Value::Float(2f64.powi(64)))[0], 0x04);
+    // Two ids above i64::MAX stay distinct (they merged when they were floats).
+    assert_ne!(
+        hash_value(&Value::UInt(u64::MAX)),
+        hash_value(&Value::UInt(u64::MAX - 1))
+    );
     assert_eq!(canonical(&Value::Float(f64::INFINITY))[0], 0x04);
     assert_ne!(
         hash_value(&Value::Float(f64::INFINITY)),

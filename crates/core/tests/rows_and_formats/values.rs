@@ -12,11 +12,9 @@ fn json_numbers_map_to_int_or_float() {
     assert_eq!(Value::from(json!(-7)), Value::Int(-7));
     assert_eq!(Value::from(json!(i64::MAX)), Value::Int(i64::MAX));
     assert_eq!(Value::from(json!(i64::MIN)), Value::Int(i64::MIN));
-    // Above i64::MAX the integer no longer fits and becomes the nearest float (documented).
-    assert_eq!(
-        Value::from(json!(u64::MAX)),
-        Value::Float(18_446_744_073_709_551_615u64 as f64)
-    );
+    // Above i64::MAX the integer is kept exactly as an unsigned integer.
+    assert_eq!(Value::from(json!(u64::MAX)), Value::UInt(u64::MAX));
+    assert_eq!(Value::from(json!(u64::MAX)).to_json(), json!(u64::MAX));
     assert_eq!(Value::from(json!(1.5)), Value::Float(1.5));
     // A float with an integral value stays a float: `1.0` is written back as `1.0`.
     assert_eq!(v("1.0"), Value::Float(1.0));
@@ -63,7 +61,7 @@ fn deserialize_agrees_with_conversion_from_serde_json() {
     let direct: Value = text.parse().unwrap_or_default();
     let via_json = Value::from(serde_json::from_str::<serde_json::Value>(text).unwrap_or_default());
     assert_eq!(direct, via_json);
-    assert_eq!(direct.get("x"), Some(&Value::Float(u64::MAX as f64)));
+    assert_eq!(direct.get("x"), Some(&Value::UInt(u64::MAX)));
 }
 
 #[test]
