@@ -12,6 +12,8 @@
 //! idempotent); exactly the next → committed; beyond it → a gap, handled by the query's
 //! [`RecoveryPolicy`].
 
+#![warn(missing_docs)]
+
 mod config;
 mod delivery;
 mod error;
