@@ -5,6 +5,9 @@
 # one) reuses the RocksDB build a previous run left there.
 set -euo pipefail
 
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+  export PATH="${HOME:-/root}/.cargo/bin:$PATH"   # rustup's default, when not on PATH
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
