@@ -7,7 +7,6 @@ use std::sync::Arc;
 use liveresults_core::codec::row::decode_row;
 use liveresults_core::{QueryInfo, ResultStore, StoreError};
 
-use tracing::Instrument;
 
 use crate::config::{RecoveryPolicy, RetryPolicy};
 use crate::delivery::{deliver_one, Failures};
@@ -24,25 +23,8 @@ enum Start {
 }
 
 /// Brings one reaction up to date on one query before the runtime accepts events.
+#[tracing::instrument(name = "recover", skip_all, fields(reaction_id = reaction.id(), query_id = %info.query_id))]
 pub(crate) async fn recover(
-    reaction: &dyn Reaction,
-    store: &dyn ResultStore,
-    info: &QueryInfo,
-    policy: RecoveryPolicy,
-    retry: RetryPolicy,
-    chunk_rows: usize,
-    failures: &Failures,
-) -> Result<(), StoreError> {
-    let span =
-        tracing::info_span!("recover", reaction_id = reaction.id(), query_id = %info.query_id);
-    // `instrument`, not `span.enter()`: an entered guard held across awaits leaks the span
-    // into whatever else runs on the thread meanwhile.
-    recover_in_span(reaction, store, info, policy, retry, chunk_rows, failures)
-        .instrument(span)
-        .await
-}
-
-async fn recover_in_span(
     reaction: &dyn Reaction,
     store: &dyn ResultStore,
     info: &QueryInfo,

@@ -267,15 +267,7 @@ async fn clear_resets_the_query_and_stales_old_offsets() {
 
     // Upstream re-bootstraps from sequence 1 in the new epoch.
     assert_eq!(server.post("q", adds("q", 1, 2, 2)).await.status(), 200);
-    let text = server
-        .http
-        .get(server.at("/queries/q/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/queries/q/snapshot").await;
     let lines = ndjson_lines(&text);
     assert_eq!(lines[0]["epoch"], 1);
     assert_eq!(lines[0]["row_count"], 2);
@@ -323,15 +315,7 @@ async fn metrics_and_health() {
     let _ = server.post("m-1", "not json\n".into()).await;
     let (status, health) = server.get_json("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
-    let text = server
-        .http
-        .get(server.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     for needle in [
         "liveresults_commits_total 1",
         "liveresults_ingest_lines_total 2",

@@ -301,15 +301,7 @@ async fn expired_offset_must_refetch_the_snapshot() {
         }
     }
     // The snapshot's offset is readable.
-    let text = server
-        .http
-        .get(server.at("/queries/q/snapshot"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/queries/q/snapshot").await;
     let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let r = server
         .http

@@ -67,6 +67,12 @@ impl Server {
             .unwrap()
     }
 
+    /// The body of a GET as text (snapshots, metrics).
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.http.get(self.at(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.http.get(self.at(path)).send().await.unwrap();
         let status = r.status().as_u16();
