@@ -90,7 +90,8 @@ impl RocksStoreOptions {
         self
     }
 
-    /// How many store operations may run on the blocking thread pool at once (default 16).
+    /// How many store writes, and separately how many reads, may run on the blocking thread
+    /// pool at once (default 16 each).
     #[must_use]
     pub fn max_blocking_jobs(mut self, jobs: usize) -> Self {
         self.max_blocking_jobs = jobs.max(1);

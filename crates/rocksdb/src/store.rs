@@ -1,5 +1,7 @@
 //! The async face of the engine: every call that touches RocksDB runs on the blocking pool,
-//! with at most `max_blocking_jobs` of them at once.
+//! with at most `max_blocking_jobs` writes and as many reads at once. Reads and writes wait in
+//! separate lines so that a crowd of change-feed readers woken by one commit cannot queue ahead
+//! of the next commit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +23,16 @@ use crate::snapshot;
 #[derive(Clone)]
 pub struct RocksStore {
     engine: Arc<Engine>,
-    permits: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
+    reads: Arc<Semaphore>,
     snapshot_slots: Arc<Semaphore>,
+}
+
+/// Which line a blocking job waits in.
+#[derive(Clone, Copy)]
+enum Line {
+    Read,
+    Write,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -61,7 +71,8 @@ impl RocksStore {
         tracing::info!("store opened");
         Ok(RocksStore {
             engine: Arc::new(engine),
-            permits: Arc::new(Semaphore::new(jobs)),
+            writes: Arc::new(Semaphore::new(jobs)),
+            reads: Arc::new(Semaphore::new(jobs)),
             snapshot_slots: Arc::new(Semaphore::new(snapshots)),
         })
     }
@@ -72,22 +83,24 @@ impl RocksStore {
     /// and the last open snapshot are gone.
     pub async fn close(self) -> Result<(), StoreError> {
         self.flush().await?;
-        self.blocking(|engine| engine.flush_memtables()).await?;
-        self.permits.close();
+        self.blocking(Line::Write, |engine| engine.flush_memtables())
+            .await?;
+        self.writes.close();
+        self.reads.close();
         Ok(())
     }
 
-    /// Runs `f` on the blocking pool, holding one of the store's permits.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the blocking pool, holding a permit of `line`.
+    async fn blocking<T, F>(&self, line: Line, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let permits = match line {
+            Line::Read => &self.reads,
+            Line::Write => &self.writes,
+        };
+        let _permit = permits.acquire().await.map_err(|_| StoreError::Closed)?;
         let engine = Arc::clone(&self.engine);
         tokio::task::spawn_blocking(move || f(&engine))
             .await
@@ -118,7 +131,7 @@ impl ResultStore for RocksStore {
         );
         let owned = OwnedCommit::new(&commit);
         let id = query_id.to_owned();
-        self.blocking(move |engine| engine.commit(&id, &owned))
+        self.blocking(Line::Write, move |engine| engine.commit(&id, &owned))
             .instrument(span)
             .await
     }
@@ -131,19 +144,20 @@ impl ResultStore for RocksStore {
             }
         }
         let id = query_id.to_owned();
-        self.blocking(move |engine| engine.query_info(&id)).await
+        self.blocking(Line::Read, move |engine| engine.query_info(&id))
+            .await
     }
 
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         let span = tracing::info_span!("clear", query_id = %query_id);
         let id = query_id.to_owned();
-        self.blocking(move |engine| engine.clear(&id))
+        self.blocking(Line::Write, move |engine| engine.clear(&id))
             .instrument(span)
             .await
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
-        if self.permits.is_closed() {
+        if self.writes.is_closed() {
             return Err(StoreError::Closed);
         }
         let (info, chunks) = snapshot::start(
@@ -163,8 +177,10 @@ impl ResultStore for RocksStore {
         max_entries: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let id = query_id.to_owned();
-        self.blocking(move |engine| engine.read_outbox(&id, after, max_entries))
-            .await
+        self.blocking(Line::Read, move |engine| {
+            engine.read_outbox(&id, after, max_entries)
+        })
+        .await
     }
 
     async fn checkpoint(
@@ -173,7 +189,8 @@ impl ResultStore for RocksStore {
         query_id: &str,
     ) -> Result<Option<Checkpoint>, StoreError> {
         let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
-        self.blocking(move |engine| engine.checkpoint(&r, &q)).await
+        self.blocking(Line::Read, move |engine| engine.checkpoint(&r, &q))
+            .await
     }
 
     async fn save_checkpoint(
@@ -183,21 +200,26 @@ impl ResultStore for RocksStore {
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
         let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
-        self.blocking(move |engine| engine.save_checkpoint(&r, &q, Some(checkpoint)))
-            .await
+        self.blocking(Line::Write, move |engine| {
+            engine.save_checkpoint(&r, &q, Some(checkpoint))
+        })
+        .await
     }
 
     async fn delete_checkpoint(&self, reaction_id: &str, query_id: &str) -> Result<(), StoreError> {
         let (r, q) = (reaction_id.to_owned(), query_id.to_owned());
-        self.blocking(move |engine| engine.save_checkpoint(&r, &q, None))
-            .await
+        self.blocking(Line::Write, move |engine| {
+            engine.save_checkpoint(&r, &q, None)
+        })
+        .await
     }
 
     async fn list_queries(&self) -> Result<Vec<QueryInfo>, StoreError> {
-        self.blocking(|engine| engine.list_queries()).await
+        self.blocking(Line::Read, |engine| engine.list_queries())
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.blocking(|engine| engine.flush()).await
+        self.blocking(Line::Write, |engine| engine.flush()).await
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use liveresults_core::codec::row::decode_row;
 use liveresults_core::{QueryInfo, ResultStore, StoreError};
 
-
 use crate::config::{RecoveryPolicy, RetryPolicy};
 use crate::delivery::{deliver_one, Failures};
 use crate::reaction::{CommittedChange, Delivery, Reaction};
