@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use liveresults::runtime::Runtime;
 use liveresults::MemoryStore;
-use liveresults_server::{AppState, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
+use liveresults_server::{
+    AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -35,9 +38,18 @@ pub struct Args {
     /// Lines per ingest chunk; each chunk is one atomic commit.
     #[arg(long, default_value_t = DEFAULT_CHUNK_LINES)]
     chunk_lines: usize,
+    /// Bytes after which an ingest chunk is committed even with fewer lines.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES)]
+    chunk_bytes: usize,
     /// Largest ingest body in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: u64,
+    /// Longest wait of a change-feed long-poll before it answers 204, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    long_poll_timeout_secs: u64,
+    /// Seconds open connections get to finish after Ctrl-C / SIGTERM before they are dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -96,7 +108,10 @@ pub async fn run(args: Args) -> CliResult {
     tracing::info!(%addr, "serving");
     let state = AppState::new(runtime.handle())
         .chunk_lines(args.chunk_lines)
-        .max_body_bytes(args.max_body_bytes);
+        .chunk_bytes(args.chunk_bytes)
+        .max_body_bytes(args.max_body_bytes)
+        .long_poll_timeout(Duration::from_secs(args.long_poll_timeout_secs))
+        .shutdown_grace(Duration::from_secs(args.shutdown_grace_secs));
     let served = liveresults_server::serve(listener, state, shutdown_signal()).await;
     let stopped = runtime.shutdown().await;
     let closed = store.close().await;

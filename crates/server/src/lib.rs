@@ -44,7 +44,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use metrics::ServerMetrics;
 pub use offset::{Offset, Start};
-pub use state::{AppState, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
+pub use state::{AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
 
 /// The router with every route, its state, request tracing and HTTP metrics.
 pub fn app(state: AppState) -> Router {
