@@ -102,18 +102,24 @@ async fn commit_groups<'a, T>(
     elapsed
 }
 
-/// Pre-parsed events through the runtime: its own cost without JSON parsing.
-async fn parsed_through_runtime(input: &str) -> Duration {
-    let events: Vec<Event> = input.lines().map(|l| parse_event(l).unwrap()).collect();
+/// A runtime (no reactions) over a fresh RocksDB store; keep the directory alive while it runs.
+async fn start_runtime() -> (tempfile::TempDir, Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         RocksStore::open(dir.path(), RocksStoreOptions::new())
             .await
             .unwrap(),
     );
-    let runtime = Runtime::start(store.clone(), RuntimeConfig::new(), Vec::new())
+    let runtime = Runtime::start(store, RuntimeConfig::new(), Vec::new())
         .await
         .unwrap();
+    (dir, runtime)
+}
+
+/// Pre-parsed events through the runtime: its own cost without JSON parsing.
+async fn parsed_through_runtime(input: &str) -> Duration {
+    let events: Vec<Event> = input.lines().map(|l| parse_event(l).unwrap()).collect();
+    let (_dir, runtime) = start_runtime().await;
     let handle = runtime.handle();
     let t = Instant::now();
     let mut last = None;
@@ -127,15 +133,7 @@ async fn parsed_through_runtime(input: &str) -> Duration {
 }
 
 async fn through_runtime(input: &str) -> (Duration, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        RocksStore::open(dir.path(), RocksStoreOptions::new())
-            .await
-            .unwrap(),
-    );
-    let runtime = Runtime::start(store.clone(), RuntimeConfig::new(), Vec::new())
-        .await
-        .unwrap();
+    let (_dir, runtime) = start_runtime().await;
     let t = Instant::now();
     run_ndjson(
         input.as_bytes(),

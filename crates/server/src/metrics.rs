@@ -109,54 +109,59 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let counters = runtime.metrics();
     let mut out = String::with_capacity(4096);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    for (name, help, value) in [
+    // Process-wide families: name, type, help, value.
+    let totals: [(&str, &str, &str, u64); 8] = [
         (
             "liveresults_commits_total",
+            "counter",
             "Atomic store commits made by the runtime.",
             counters.commits,
         ),
         (
             "liveresults_events_total",
+            "counter",
             "Upstream events committed.",
             counters.events,
         ),
         (
             "liveresults_row_ops_total",
+            "counter",
             "Row mutations committed.",
             counters.row_ops,
         ),
         (
             "liveresults_ingest_lines_total",
+            "counter",
             "NDJSON lines committed through HTTP ingest.",
             load(&m.ingest_lines),
         ),
         (
             "liveresults_ingest_chunks_total",
+            "counter",
             "Ingest chunks committed (one atomic commit each).",
             load(&m.ingest_chunks),
         ),
         (
             "liveresults_ingest_rejections_total",
+            "counter",
             "Ingest requests that ended with an error.",
             load(&m.ingest_rejections),
         ),
-    ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    for (name, help, value) in [
         (
             "liveresults_long_polls_open",
+            "gauge",
             "Change-feed long-polls parked waiting for a commit.",
             load(&m.long_polls_open),
         ),
         (
             "liveresults_sse_clients",
+            "gauge",
             "Open change-feed SSE streams.",
             load(&m.sse_clients),
         ),
-    ] {
-        family(&mut out, name, "gauge", help);
+    ];
+    for (name, kind, help, value) in totals {
+        family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
     family(

@@ -93,11 +93,6 @@ proptest! {
 
     #[test]
     fn restarts_do_not_change_the_final_view(scenario in scenario_strategy(40)) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(check(scenario));
+        block_on(check(scenario));
     }
 }

@@ -422,3 +422,13 @@ pub fn scenario_strategy(max_ops: usize) -> impl proptest::strategy::Strategy<Va
             small_outbox,
         })
 }
+
+/// Runs `future` to completion on a fresh two-worker runtime (property tests are sync).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime")
+        .block_on(future)
+}
