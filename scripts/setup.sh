@@ -12,13 +12,22 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
-# bindgen (librocksdb-sys) needs libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# bindgen (librocksdb-sys) needs libclang and clang's headers: libclang-dev on Debian.
+source "$(dirname "${BASH_SOURCE[0]}")/lib/libclang.sh"
+if libclang_missing; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "libclang not found: install your distribution's libclang development package" >&2
+    exit 1
+  fi
   echo "installing libclang-dev (needed by the rocksdb crate's bindgen)" >&2
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+  if ! libclang_loadable /; then
+    echo "libclang-dev is installed but no libclang.so was found for bindgen" >&2
+    exit 1
+  fi
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
 mkdir -p "$CARGO_TARGET_DIR"

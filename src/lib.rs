@@ -10,8 +10,6 @@
 //! - [`runtime`]: the reaction runtime (pipelines, recovery policies, reactions, sources);
 //! - [`server`]: the HTTP API (ingest, snapshots, stats, clear, change feed, metrics).
 
-#![warn(missing_docs)]
-
 pub use liveresults_core as core;
 pub use liveresults_rocksdb as rocksdb;
 pub use liveresults_runtime as runtime;

@@ -178,9 +178,11 @@ async fn sigkill_during_ingest_keeps_every_acknowledged_chunk_and_no_partial_one
     // SIGTERM: graceful shutdown, exit 0, and the data is there on the next start.
     let mut server = start(&data);
     let (before, _) = snapshot(&http, &server.url).await;
-    let pid = i32::try_from(server.child.id()).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill -TERM failed: {kill}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {

@@ -13,8 +13,6 @@
 //! - [`MemoryStore`] implements the contract in memory, for tests and throwaway runs.
 //! - With the `testing` feature, the `testing` module holds the conformance suite every backend runs.
 
-#![warn(missing_docs)]
-
 pub mod codec;
 pub mod error;
 pub mod formats;

@@ -34,8 +34,6 @@
 //! no scan. Commits to one query hold that query's lock from the existence check to the
 //! in-memory update, so the index never diverges from what was written.
 
-#![warn(missing_docs)]
-
 mod engine;
 mod error;
 mod keys;

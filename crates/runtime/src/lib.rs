@@ -12,8 +12,6 @@
 //! idempotent); exactly the next → committed; beyond it → a gap, handled by the query's
 //! [`RecoveryPolicy`].
 
-#![warn(missing_docs)]
-
 mod config;
 mod delivery;
 mod error;

@@ -20,8 +20,6 @@
 //! | `GET /metrics` | [`metrics`] |
 //! | `GET /healthz` | [`health`] |
 
-#![warn(missing_docs)]
-
 pub mod changes;
 pub mod error;
 pub mod health;
