@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The lint lanes CI runs before the tests: formatting, then clippy on every target of every
+# crate in the one release profile the tests use (so RocksDB's C++ build is shared).
+source "$(dirname "$0")/setup.sh"
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --release --workspace --all-targets -- -D warnings"
+cargo clippy --release --workspace --all-targets -- -D warnings
