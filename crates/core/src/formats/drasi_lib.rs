@@ -23,10 +23,12 @@
 
 use serde_json::{Map as JsonMap, Value as Json};
 
-use super::{
+use super::event::{Diff, ResultBatch};
+use super::json_walk::{
     as_u64, into_array, into_columns, into_object, into_row, into_string, into_timestamp_ms,
-    quoted, take, take_required, Diff, FormatError, Path, ResultBatch,
+    quoted, take, take_required, wrong_type, Path,
 };
+use super::FormatError;
 
 /// The accepted values of a result diff's `"type"`.
 const DIFF_TYPES: &str = "\"ADD\", \"DELETE\", \"UPDATE\", \"aggregation\", \"noop\"";
@@ -73,7 +75,7 @@ fn parse_result_diff(
     let type_path = path.field("type");
     let kind = match take_required(&mut object, path, "type")? {
         Json::String(kind) => kind,
-        other => return Err(super::wrong_type(&type_path, "a string", &other)),
+        other => return Err(wrong_type(&type_path, "a string", &other)),
     };
     let signature = match take(&mut object, "row_signature") {
         Some(json) => Some(as_u64(&json, &path.field("row_signature"))?),

@@ -21,10 +21,12 @@
 
 use serde_json::{Map as JsonMap, Value as Json};
 
-use super::{
+use super::event::{ControlSignal, Diff, Event, ResultBatch};
+use super::json_walk::{
     as_u64, into_array, into_columns, into_object, into_row, into_string, into_timestamp_ms,
-    quoted, take, take_required, ControlSignal, Diff, Event, FormatError, Path, ResultBatch,
+    quoted, take, take_required, Path,
 };
+use super::FormatError;
 
 const EVENT_KINDS: &str = "\"change\", \"control\"";
 const SIGNAL_KINDS: &str =
