@@ -110,6 +110,50 @@ impl StoreError {
         let query_id = query_id.chars().take(80).collect();
         StoreError::InvalidQueryId { query_id, reason }
     }
+
+    /// Builds [`StoreError::Corrupt`]: the one place a stored record that does not decode, or
+    /// holds numbers no valid history can produce, becomes an error. `what` names the record
+    /// (and its query) so that the log line alone says where to look; `detail` is the
+    /// decoder's own message.
+    pub fn corrupt(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A stored row of `query_id` whose bytes do not decode.
+    pub fn corrupt_row(query_id: &str, signature: u64, detail: impl fmt::Display) -> Self {
+        StoreError::corrupt(format!("row {signature} of query {query_id:?}"), detail)
+    }
+
+    /// A stored key of `query_id` that does not have its layout; `kind` names the key's
+    /// column (`"row"`, `"outbox"`).
+    pub fn corrupt_key(kind: &str, query_id: &str, key: &[u8]) -> Self {
+        StoreError::corrupt(
+            format!("{kind} key of query {query_id:?}"),
+            format_args!("{key:?}"),
+        )
+    }
+
+    /// An outbox entry of `query_id`, named by the last sequence it covers, that does not
+    /// decode.
+    pub fn corrupt_outbox_entry(
+        query_id: &str,
+        last_sequence: u64,
+        detail: impl fmt::Display,
+    ) -> Self {
+        StoreError::corrupt(
+            format!("outbox entry {last_sequence} of query {query_id:?}"),
+            detail,
+        )
+    }
+
+    /// The meta record of `query_id` (sequence, row count, epoch) is undecodable, or a change
+    /// to it would overflow.
+    pub fn corrupt_meta(query_id: &str, detail: impl fmt::Display) -> Self {
+        StoreError::corrupt(format!("meta record of query {query_id:?}"), detail)
+    }
 }
 
 /// A sequence span as shown in errors: `7` or `5..=7`.
