@@ -14,16 +14,26 @@
 //! - With the `testing` feature, the `testing` module holds the conformance suite every backend runs.
 
 pub mod codec;
+pub mod contract_rules;
 pub mod error;
 pub mod formats;
 pub mod memory;
 pub mod model;
+pub mod outbox_window;
 pub mod row;
-pub mod rules;
 pub mod signature;
+pub mod signature_set;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// The former home of [`contract_rules`], [`outbox_window`] and [`signature_set`], kept so
+/// that code importing `liveresults_core::rules::…` still compiles.
+pub mod rules {
+    pub use crate::contract_rules::*;
+    pub use crate::outbox_window::*;
+    pub use crate::signature_set::*;
+}
 
 pub use error::{ErrorClass, IndexError, StoreError};
 pub use memory::MemoryStore;

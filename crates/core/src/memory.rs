@@ -10,11 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::contract_rules::{
+    check_sequence, last_wins, next_epoch, validate_query_id, validate_reaction_id,
+};
 use crate::error::{ErrorClass, StoreError};
 use crate::model::{
     Checkpoint, Commit, CommitReceipt, OutboxEntry, OutboxRetention, QueryInfo, RowChunk,
 };
-use crate::rules::{self, OutboxWindow};
+use crate::outbox_window::OutboxWindow;
 use crate::store::{ResultStore, Snapshot, SnapshotChunks};
 
 type Rows = Arc<BTreeMap<u64, Vec<u8>>>;
@@ -86,20 +89,20 @@ impl ResultStore for MemoryStore {
         query_id: &str,
         commit: Commit<'_>,
     ) -> Result<CommitReceipt, StoreError> {
-        rules::validate_query_id(query_id)?;
+        validate_query_id(query_id)?;
         let mut state = self.lock()?;
         if let Some(span) = commit.sequence {
             let committed = state.queries.get(query_id).and_then(|q| q.sequence);
-            rules::check_sequence(query_id, committed, span)?;
+            check_sequence(query_id, committed, span)?;
         }
         // Nothing below can fail, so the commit is all-or-nothing.
         let q = state.queries.entry(query_id.to_owned()).or_default();
         let rows = Arc::make_mut(&mut q.rows);
         let (mut inserted, mut deleted) = (0, 0);
-        for m in rules::last_wins(commit.mutations) {
+        for m in last_wins(commit.mutations) {
             match m.data {
                 Some(data) => {
-                    inserted += u64::from(rows.insert(m.row_signature, data.to_vec()).is_none())
+                    inserted += u64::from(rows.insert(m.row_signature, data.to_vec()).is_none());
                 }
                 None => deleted += u64::from(rows.remove(&m.row_signature).is_some()),
             }
@@ -124,7 +127,7 @@ impl ResultStore for MemoryStore {
     }
 
     async fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        rules::validate_query_id(query_id)?;
+        validate_query_id(query_id)?;
         let state = self.lock()?;
         Ok(state
             .queries
@@ -133,7 +136,7 @@ impl ResultStore for MemoryStore {
     }
 
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        rules::validate_query_id(query_id)?;
+        validate_query_id(query_id)?;
         let mut state = self.lock()?;
         let State {
             queries,
@@ -142,9 +145,10 @@ impl ResultStore for MemoryStore {
         let Some(q) = queries.get_mut(query_id) else {
             return Ok(QueryInfo::empty(query_id));
         };
+        // The only step that can fail comes first, so a failed clear changes nothing.
+        q.epoch = next_epoch(query_id, q.epoch)?;
         q.rows = Rows::default();
         q.sequence = None;
-        q.epoch += 1;
         q.window.clear();
         q.outbox.clear();
         checkpoints.retain(|(query, _), _| query != query_id);
@@ -152,7 +156,7 @@ impl ResultStore for MemoryStore {
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
-        rules::validate_query_id(query_id)?;
+        validate_query_id(query_id)?;
         let state = self.lock()?;
         let (info, rows) = match state.queries.get(query_id) {
             Some(q) => (q.info(query_id), Arc::clone(&q.rows)),
@@ -172,7 +176,7 @@ impl ResultStore for MemoryStore {
         after: Option<u64>,
         max_entries: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        rules::validate_query_id(query_id)?;
+        validate_query_id(query_id)?;
         let state = self.lock()?;
         let Some(q) = state.queries.get(query_id) else {
             return Ok(Vec::new());
@@ -191,8 +195,8 @@ impl ResultStore for MemoryStore {
         reaction_id: &str,
         query_id: &str,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        rules::validate_query_id(query_id)?;
-        rules::validate_reaction_id(reaction_id)?;
+        validate_query_id(query_id)?;
+        validate_reaction_id(reaction_id)?;
         let state = self.lock()?;
         Ok(state
             .checkpoints
@@ -206,8 +210,8 @@ impl ResultStore for MemoryStore {
         query_id: &str,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        rules::validate_query_id(query_id)?;
-        rules::validate_reaction_id(reaction_id)?;
+        validate_query_id(query_id)?;
+        validate_reaction_id(reaction_id)?;
         let mut state = self.lock()?;
         state
             .checkpoints
@@ -216,8 +220,8 @@ impl ResultStore for MemoryStore {
     }
 
     async fn delete_checkpoint(&self, reaction_id: &str, query_id: &str) -> Result<(), StoreError> {
-        rules::validate_query_id(query_id)?;
-        rules::validate_reaction_id(reaction_id)?;
+        validate_query_id(query_id)?;
+        validate_reaction_id(reaction_id)?;
         let mut state = self.lock()?;
         state
             .checkpoints
@@ -256,5 +260,30 @@ impl SnapshotChunks for MemoryChunks {
             self.after = Some(sig);
         }
         Ok((!chunk.is_empty()).then_some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RowMutation, SequenceSpan};
+
+    /// An epoch that cannot grow is a corrupt record: the clear fails and changes nothing.
+    #[tokio::test]
+    async fn clear_at_the_last_epoch_is_corrupt_and_changes_nothing() {
+        let store = MemoryStore::new();
+        let rows = [RowMutation::upsert(1, b"a")];
+        store
+            .commit("q", Commit::sequenced(&rows, SequenceSpan::single(3), b"p"))
+            .await
+            .unwrap();
+        store.lock().unwrap().queries.get_mut("q").unwrap().epoch = u64::MAX;
+        let before = store.query_info("q").await.unwrap();
+        let err = store.clear_query("q").await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("\"q\""), "names the query: {err}");
+        assert_eq!(store.query_info("q").await.unwrap(), before);
+        assert_eq!(before.epoch, u64::MAX);
+        assert_eq!(store.read_outbox("q", None, 10).await.unwrap().len(), 1);
     }
 }

@@ -37,7 +37,7 @@ pub trait LiveResultsWriter: Send + Sync {
     async fn row_count(&self, query_id: &str) -> Result<usize, IndexError>;
 }
 
-/// The full store contract (DESIGN §3.2).
+/// The full store contract (described in prose in `docs/FORMAT.md`, section "Store contract").
 ///
 /// Commits to one query are serialised; commits to different queries may run in parallel.
 /// Implementations never block the async executor: blocking work runs on a blocking pool.
@@ -179,9 +179,11 @@ impl<S: ResultStore + ?Sized> LiveResultsWriter for S {
 
     async fn row_count(&self, query_id: &str) -> Result<usize, IndexError> {
         let count = self.query_info(query_id).await?.row_count;
-        usize::try_from(count).map_err(|_| StoreError::Corrupt {
-            what: format!("row count of query {query_id:?}"),
-            detail: format!("{count} does not fit in usize"),
+        usize::try_from(count).map_err(|_| {
+            StoreError::corrupt_meta(
+                query_id,
+                format_args!("row count {count} does not fit in usize"),
+            )
         })
     }
 }

@@ -5,7 +5,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use liveresults_core::codec::records::{self, MetaRecord};
-use liveresults_core::rules::{self, OutboxWindow, SignatureSet};
+use liveresults_core::contract_rules::{
+    check_sequence, next_epoch, next_row_count, validate_reaction_id,
+};
+use liveresults_core::outbox_window::OutboxWindow;
+use liveresults_core::signature_set::SignatureSet;
 use liveresults_core::{
     Checkpoint, CommitReceipt, ErrorClass, OutboxEntry, QueryInfo, SequenceSpan, StoreError,
 };
@@ -14,7 +18,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use crate::error::{corrupt_record, from_rocksdb};
+use crate::error::from_rocksdb;
 use crate::keys::{self, QueryPrefix};
 use crate::options::{RocksStoreOptions, INDEX_BYTES_PER_ROW};
 use crate::owned::OwnedCommit;
@@ -31,7 +35,7 @@ pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 const COLUMN_FAMILIES: [&str; 4] = [CF_ROWS, CF_OUTBOX, CF_META, CF_CHECKPOINTS];
 
 /// Key of the format-version record in the default column family.
-const FORMAT_KEY: &[u8] = b"liveresults.format_version";
+pub(crate) const FORMAT_KEY: &[u8] = b"liveresults.format_version";
 /// The on-disk format this build writes and reads (keys, records and column families).
 pub const STORE_FORMAT_VERSION: u32 = 1;
 
@@ -78,9 +82,11 @@ impl Engine {
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or_else(|| StoreError::Corrupt {
-            what: format!("store at {}", self.path),
-            detail: format!("column family {name:?} is missing"),
+        self.db.cf_handle(name).ok_or_else(|| {
+            StoreError::corrupt(
+                format!("store at {}", self.path),
+                format_args!("column family {name:?} is missing"),
+            )
         })
     }
 
@@ -124,7 +130,7 @@ impl Engine {
         prefix: QueryPrefix,
         meta: MetaRecord,
     ) -> Result<Arc<QueryHandle>, StoreError> {
-        let window = self.load_window(&prefix, meta.evicted_through)?;
+        let window = self.load_window(query_id, &prefix, meta.evicted_through)?;
         let handle = Arc::new(QueryHandle {
             query_id: query_id.to_owned(),
             prefix,
@@ -156,14 +162,14 @@ impl Engine {
         }
         .map_err(|e| self.rocks(e))?;
         raw.map(|bytes| {
-            records::decode_meta(&bytes)
-                .map_err(|e| corrupt_record(format!("meta record of query {query_id:?}"), e))
+            records::decode_meta(&bytes).map_err(|e| StoreError::corrupt_meta(query_id, e))
         })
         .transpose()
     }
 
     fn load_window(
         &self,
+        query_id: &str,
         prefix: &QueryPrefix,
         evicted_through: Option<u64>,
     ) -> Result<OutboxWindow, StoreError> {
@@ -173,11 +179,11 @@ impl Engine {
         let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
         for item in self.db.iterator_cf_opt(self.cf(CF_OUTBOX)?, read, mode) {
             let (key, value) = item.map_err(|e| self.rocks(e))?;
-            let (first, _) = records::decode_outbox(&value)
-                .map_err(|e| corrupt_record(format!("outbox entry {key:?}"), e))?;
             let last = keys::split_key(&key)
                 .and_then(|(_, rest)| keys::u64_suffix(rest))
-                .ok_or_else(|| corrupt_record("outbox key".into(), format!("{key:?}")))?;
+                .ok_or_else(|| StoreError::corrupt_key("outbox", query_id, &key))?;
+            let (first, _) = records::decode_outbox(&value)
+                .map_err(|e| StoreError::corrupt_outbox_entry(query_id, last, e))?;
             let bytes = records::outbox_payload_len(value.len());
             window.push_loaded(SequenceSpan { first, last }, bytes);
         }
@@ -200,21 +206,21 @@ impl Engine {
         while let Some(key) = iter.key() {
             let sig = keys::split_key(key)
                 .and_then(|(_, rest)| keys::u64_suffix(rest))
-                .ok_or_else(|| corrupt_record("row key".into(), format!("{key:?}")))?;
+                .ok_or_else(|| StoreError::corrupt_key("row", &handle.query_id, key))?;
             set.insert(sig);
             iter.next();
         }
         iter.status().map_err(|e| self.rocks(e))?;
         if set.len() as u64 != state.meta.row_count {
             self.budget.release(state.meta.row_count);
-            return Err(StoreError::Corrupt {
-                what: format!("query {:?}", handle.query_id),
-                detail: format!(
-                    "meta row count {} but {} rows stored",
+            return Err(StoreError::corrupt_meta(
+                &handle.query_id,
+                format_args!(
+                    "row count {} but {} rows stored",
                     state.meta.row_count,
                     set.len()
                 ),
-            });
+            ));
         }
         state.index = SignatureIndex::Loaded(set);
         Ok(())
@@ -254,7 +260,7 @@ impl Engine {
         let handle = self.writer_handle(query_id)?;
         let mut state = handle.state.lock().map_err(poisoned)?;
         if let Some(span) = commit.sequence {
-            rules::check_sequence(query_id, state.meta.sequence, span)?;
+            check_sequence(query_id, state.meta.sequence, span)?;
         }
         if matches!(state.index, SignatureIndex::Unloaded) {
             self.load_index(&handle, &mut state)?;
@@ -281,7 +287,9 @@ impl Engine {
             }
         }
         let mut meta = state.meta;
-        meta.row_count = meta.row_count + inserted - deleted;
+        // Checked before anything is written: a stored count that cannot absorb this commit
+        // is corrupt, and the commit fails whole.
+        meta.row_count = next_row_count(query_id, meta.row_count, inserted, deleted)?;
         let plan = match commit.sequence {
             Some(span) => {
                 let outbox_cf = self.cf(CF_OUTBOX)?;
@@ -361,6 +369,7 @@ impl Engine {
         if !known {
             return Ok(QueryInfo::empty(query_id));
         }
+        let epoch = next_epoch(query_id, state.meta.epoch)?;
         let (start, end) = (handle.prefix.as_bytes(), handle.prefix.successor());
         let mut batch = WriteBatch::default();
         for cf in [CF_ROWS, CF_OUTBOX, CF_CHECKPOINTS] {
@@ -369,7 +378,7 @@ impl Engine {
         let meta = MetaRecord {
             sequence: None,
             row_count: 0,
-            epoch: state.meta.epoch + 1,
+            epoch,
             evicted_through: None,
         };
         batch.put_cf(self.cf(CF_META)?, start, records::encode_meta(&meta));
@@ -409,8 +418,10 @@ impl Engine {
         state.window.check_read(query_id, after)?;
         let snapshot = self.db.snapshot();
         drop(state);
-        let start = match after {
-            Some(a) => handle.prefix.with_u64(a.saturating_add(1)),
+        let start = match after.map(|a| a.checked_add(1)) {
+            Some(Some(next)) => handle.prefix.with_u64(next),
+            // Nothing can follow the largest sequence.
+            Some(None) => return Ok(Vec::new()),
             None => handle.prefix.as_bytes().to_vec(),
         };
         let mut read = ReadOptions::default();
@@ -423,14 +434,11 @@ impl Engine {
                 break;
             }
             let (key, value) = item.map_err(|e| self.rocks(e))?;
-            let last = keys::split_key(&key).and_then(|(_, rest)| keys::u64_suffix(rest));
-            let decoded = records::decode_outbox(&value);
-            let (Some(last), Ok((first, payload))) = (last, decoded) else {
-                return Err(corrupt_record(
-                    format!("outbox entry of query {query_id:?}"),
-                    format!("key {key:?}"),
-                ));
-            };
+            let last = keys::split_key(&key)
+                .and_then(|(_, rest)| keys::u64_suffix(rest))
+                .ok_or_else(|| StoreError::corrupt_key("outbox", query_id, &key))?;
+            let (first, payload) = records::decode_outbox(&value)
+                .map_err(|e| StoreError::corrupt_outbox_entry(query_id, last, e))?;
             entries.push(OutboxEntry {
                 span: SequenceSpan { first, last },
                 payload: payload.to_vec(),
@@ -444,7 +452,7 @@ impl Engine {
         reaction_id: &str,
         query_id: &str,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        rules::validate_reaction_id(reaction_id)?;
+        validate_reaction_id(reaction_id)?;
         let key = QueryPrefix::new(query_id)?.with_str(reaction_id);
         let raw = self
             .db
@@ -452,7 +460,7 @@ impl Engine {
             .map_err(|e| self.rocks(e))?;
         raw.map(|bytes| {
             records::decode_checkpoint(&bytes).map_err(|e| {
-                corrupt_record(format!("checkpoint of {reaction_id:?} in {query_id:?}"), e)
+                StoreError::corrupt(format!("checkpoint of {reaction_id:?} in {query_id:?}"), e)
             })
         })
         .transpose()
@@ -464,7 +472,7 @@ impl Engine {
         query_id: &str,
         checkpoint: Option<Checkpoint>,
     ) -> Result<(), StoreError> {
-        rules::validate_reaction_id(reaction_id)?;
+        validate_reaction_id(reaction_id)?;
         let key = QueryPrefix::new(query_id)?.with_str(reaction_id);
         let cf = self.cf(CF_CHECKPOINTS)?;
         let mut batch = WriteBatch::default();
@@ -482,10 +490,10 @@ impl Engine {
         for item in self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.rocks(e))?;
             let Some((query_id, _)) = keys::split_key(&key) else {
-                return Err(corrupt_record("meta key".into(), format!("{key:?}")));
+                return Err(StoreError::corrupt("meta key", format_args!("{key:?}")));
             };
-            let meta = records::decode_meta(&value)
-                .map_err(|e| corrupt_record(format!("meta record of query {query_id:?}"), e))?;
+            let meta =
+                records::decode_meta(&value).map_err(|e| StoreError::corrupt_meta(query_id, e))?;
             out.push(QueryInfo {
                 query_id: query_id.to_owned(),
                 sequence: meta.sequence,
@@ -520,9 +528,11 @@ impl Engine {
 fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY).map_err(|e| from_rocksdb(e, path))? {
         Some(raw) => {
-            let bytes: [u8; 4] = raw.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                what: format!("format record of store at {path}"),
-                detail: format!("{} bytes, expected 4", raw.len()),
+            let bytes: [u8; 4] = raw.as_slice().try_into().map_err(|_| {
+                StoreError::corrupt(
+                    format!("format record of store at {path}"),
+                    format_args!("{} bytes, expected 4", raw.len()),
+                )
             })?;
             let found = u32::from_be_bytes(bytes);
             if found != STORE_FORMAT_VERSION {
@@ -543,21 +553,4 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Regression: reads of unknown ids used to cache a handle each, so a client probing random
-    /// ids grew memory without bound.
-    #[test]
-    fn reading_unknown_queries_caches_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), RocksStoreOptions::new()).unwrap();
-        for i in 0..100 {
-            let id = format!("probe-{i}");
-            assert_eq!(engine.query_info(&id).unwrap(), QueryInfo::empty(&id));
-            assert!(engine.read_outbox(&id, None, 10).unwrap().is_empty());
-            assert_eq!(engine.clear(&id).unwrap(), QueryInfo::empty(&id));
-        }
-        assert_eq!(engine.queries.read().unwrap().len(), 0);
-    }
-}
+mod tests;

@@ -6,12 +6,10 @@ use rocksdb::ErrorKind;
 /// Classifies a RocksDB error: busy/timeouts are transient, corruption is reported as such,
 /// a held LOCK file means another process owns the directory.
 pub(crate) fn from_rocksdb(err: rocksdb::Error, path: &str) -> StoreError {
-    let message = err.clone().into_string();
-    match err.kind() {
-        ErrorKind::Corruption => StoreError::Corrupt {
-            what: format!("rocksdb data at {path}"),
-            detail: message,
-        },
+    let kind = err.kind();
+    let message = err.into_string();
+    match kind {
+        ErrorKind::Corruption => StoreError::corrupt(format!("rocksdb data at {path}"), message),
         ErrorKind::Busy | ErrorKind::TimedOut | ErrorKind::TryAgain | ErrorKind::Incomplete => {
             StoreError::Backend {
                 backend: "rocksdb",
@@ -30,13 +28,5 @@ pub(crate) fn from_rocksdb(err: rocksdb::Error, path: &str) -> StoreError {
             class: ErrorClass::Permanent,
             message,
         },
-    }
-}
-
-/// A record that failed to decode, with the key it was read from.
-pub(crate) fn corrupt_record(what: String, err: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        detail: err.to_string(),
     }
 }

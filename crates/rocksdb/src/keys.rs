@@ -12,7 +12,7 @@
 //! query's prefix, so `[prefix, successor(prefix))` holds exactly one query's keys and a clear
 //! is a single range delete per column family. Big-endian integers keep scans in numeric order.
 
-use liveresults_core::rules::validate_query_id;
+use liveresults_core::contract_rules::validate_query_id;
 use liveresults_core::StoreError;
 
 /// Bytes of the length field that starts every prefix.

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use liveresults_core::rules::last_wins;
+use liveresults_core::contract_rules::last_wins;
 use liveresults_core::{Commit, SequenceSpan};
 
 /// The effective mutations of a commit (last write wins already applied), flattened into one

@@ -19,7 +19,6 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::engine::{Engine, CF_ROWS};
-use crate::error::corrupt_record;
 use crate::keys::{self, QueryPrefix};
 
 /// Chunks buffered between the reading thread and the consumer.
@@ -170,8 +169,7 @@ fn stream(
     let mut chunk = RowChunk::with_capacity(chunk_rows);
     while let Some((key, value)) = iter.item() {
         let Some(sig) = keys::split_key(key).and_then(|(_, rest)| keys::u64_suffix(rest)) else {
-            let err = corrupt_record(format!("row key of query {query_id:?}"), format!("{key:?}"));
-            return tx.send(Err(err));
+            return tx.send(Err(StoreError::corrupt_key("row", query_id, key)));
         };
         chunk.push(sig, value);
         if chunk.len() >= chunk_rows {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use liveresults_core::codec::records::MetaRecord;
-use liveresults_core::rules::{OutboxWindow, SignatureSet};
+use liveresults_core::outbox_window::OutboxWindow;
+use liveresults_core::signature_set::SignatureSet;
 use liveresults_core::QueryInfo;
 
 use crate::keys::QueryPrefix;

@@ -52,7 +52,7 @@ impl RocksStore {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || RocksStore::open_blocking(&path, options))
             .await
-            .map_err(join_error)?
+            .map_err(|e| join_error(&e))?
     }
 
     /// Opens (creating if needed) the store in directory `path`, blocking the calling thread.
@@ -104,11 +104,11 @@ impl RocksStore {
         let engine = Arc::clone(&self.engine);
         tokio::task::spawn_blocking(move || f(&engine))
             .await
-            .map_err(join_error)?
+            .map_err(|e| join_error(&e))?
     }
 }
 
-fn join_error(err: tokio::task::JoinError) -> StoreError {
+fn join_error(err: &tokio::task::JoinError) -> StoreError {
     StoreError::Backend {
         backend: "rocksdb",
         class: ErrorClass::Permanent,

@@ -311,7 +311,7 @@ impl Reader for Cursor<'_> {
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.input.len());
+        self.pos = self.pos.saturating_add(n).min(self.input.len());
     }
 }
 
