@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::suite::rows_of;
+use super::helpers::rows_of;
 use super::Harness;
 use crate::{Commit, OutboxRetention, ResultStore, RowMutation, SequenceSpan};
 
