@@ -103,7 +103,7 @@ fn errors_are_distinguished() {
     );
     let malformed = |bytes: &[u8], needle: &str| match decode_row(bytes) {
         Err(err @ RowCodecError::Malformed { .. }) => {
-            assert!(err.to_string().contains(needle), "{err} lacks {needle}")
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
         }
         other => panic!("expected malformed for {bytes:?}, got {other:?}"),
     };

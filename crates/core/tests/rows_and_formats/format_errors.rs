@@ -27,7 +27,7 @@ fn wrong_type(field: &str, expected: &str, found: &str) -> impl Fn(FormatError) 
             assert_eq!(
                 (f.as_str(), e, x.as_str()),
                 (field.as_str(), expected.as_str(), found.as_str())
-            )
+            );
         }
         other => panic!("expected wrong type at {field}, got {other:?}"),
     }
@@ -41,7 +41,7 @@ fn errors_name_the_field() {
             FormatError::Missing {
                 field: field.to_owned()
             }
-        )
+        );
     };
     missing(r#"{"query_id":"q","results":[]}"#, "sequence");
     missing(r#"{"kind":"change","queryId":"q"}"#, "sequence");
