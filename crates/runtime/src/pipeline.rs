@@ -164,10 +164,8 @@ impl Pipeline {
         let Some(entry) = newest.first().filter(|e| e.span.last == sequence) else {
             return Ok(false);
         };
-        let items = decode_changes(&entry.payload).map_err(|e| StoreError::Corrupt {
-            what: format!("outbox entry {sequence} of query {:?}", self.query_id),
-            detail: e.to_string(),
-        })?;
+        let items = decode_changes(&entry.payload)
+            .map_err(|e| StoreError::corrupt_outbox_entry(&self.query_id, sequence, e))?;
         Ok(matches!(
             items.last(),
             Some(ChangeItem::Control {

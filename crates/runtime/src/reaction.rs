@@ -67,10 +67,8 @@ impl CommittedChange {
         epoch: u64,
         entry: &OutboxEntry,
     ) -> Result<Self, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            what: format!("outbox entry {} of query {query_id:?}", entry.span.last),
-            detail,
-        };
+        let corrupt =
+            |detail: String| StoreError::corrupt_outbox_entry(query_id, entry.span.last, detail);
         let items = liveresults_core::codec::changes::decode_changes(&entry.payload)
             .map_err(|e| corrupt(e.to_string()))?;
         let mut events = Vec::with_capacity(items.len());

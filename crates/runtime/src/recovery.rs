@@ -153,10 +153,8 @@ pub(crate) async fn rebuild(
     while let Some(chunk) = snapshot.next_chunk().await? {
         let mut rows = Vec::with_capacity(chunk.len());
         for (signature, bytes) in chunk.iter() {
-            let row = decode_row(bytes).map_err(|e| StoreError::Corrupt {
-                what: format!("row {signature} of query {query_id:?}"),
-                detail: e.to_string(),
-            })?;
+            let row =
+                decode_row(bytes).map_err(|e| StoreError::corrupt_row(query_id, signature, e))?;
             rows.push((signature, row));
         }
         let delivery = Delivery::SnapshotRows {

@@ -64,10 +64,7 @@ pub fn snapshot_header(info: &QueryInfo) -> Json {
 
 /// One snapshot row line: `{"signature", "row"}`.
 pub fn snapshot_row(query_id: &str, signature: u64, data: &[u8]) -> Result<Json, StoreError> {
-    let row = decode_row(data).map_err(|e| StoreError::Corrupt {
-        what: format!("row {signature} of query {query_id:?}"),
-        detail: e.to_string(),
-    })?;
+    let row = decode_row(data).map_err(|e| StoreError::corrupt_row(query_id, signature, e))?;
     Ok(json!({"signature": signature, "row": row.into_json()}))
 }
 

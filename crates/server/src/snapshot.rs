@@ -44,10 +44,8 @@ pub async fn snapshot(
             let mut out = Vec::with_capacity(chunk.data_bytes() * 2 + chunk.len() * 32);
             for (signature, data) in chunk.iter() {
                 let line = render::snapshot_row(&query_id, signature, data)?;
-                serde_json::to_writer(&mut out, &line).map_err(|e| StoreError::Corrupt {
-                    what: format!("row {signature} of query {query_id:?}"),
-                    detail: e.to_string(),
-                })?;
+                serde_json::to_writer(&mut out, &line)
+                    .map_err(|e| StoreError::corrupt_row(&query_id, signature, e))?;
                 out.push(b'\n');
             }
             Ok(Some((Bytes::from(out), snapshot)))
