@@ -42,10 +42,14 @@ mod owned;
 mod snapshot;
 mod state;
 mod store;
+mod verify;
 
 pub use engine::STORE_FORMAT_VERSION;
 pub use options::RocksStoreOptions;
 pub use store::RocksStore;
+pub use verify::{
+    verify, verify_with, Column, Finding, KeyDisplay, Problem, Record, VerifyOptions, VerifyReport,
+};
 
 /// The `rocksdb` crate this backend is built on, so benchmarks can drive the same version.
 pub use rocksdb;
