@@ -21,6 +21,7 @@
 //! | `GET /healthz` | [`health`] |
 
 pub mod changes;
+mod counters;
 pub mod error;
 pub mod health;
 pub mod ingest;
@@ -39,8 +40,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+pub use counters::ServerMetrics;
 pub use error::ApiError;
-pub use metrics::ServerMetrics;
 pub use offset::{Offset, Start};
 pub use state::{AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
 

@@ -1,79 +1,22 @@
-//! `GET /metrics` (Prometheus text format) and the server's own counters.
+//! `GET /metrics` (Prometheus text format) and the middleware counting responses.
+//!
+//! The counters themselves live in the `counters` module, which the shared state holds.
 //!
 //! Runtime counters and per-query gauges come from the runtime's in-memory registry, so a
 //! scrape never touches the store.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::time::SystemTime;
-
 use liveresults_runtime::{QueryState, QueryStatus};
 
 use crate::state::AppState;
 
-/// The server's counters and gauges. Lock-free; updated on every request.
-#[derive(Debug, Default)]
-pub struct ServerMetrics {
-    /// Responses by status class, `[1xx, 2xx, 3xx, 4xx, 5xx]`.
-    responses: [AtomicU64; 5],
-    ingest_lines: AtomicU64,
-    ingest_chunks: AtomicU64,
-    ingest_rejections: AtomicU64,
-    long_polls_open: AtomicU64,
-    sse_clients: AtomicU64,
-}
-
-/// Decrements a gauge when dropped, so a gauge stays right however its holder ends
-/// (response sent, client gone, task cancelled).
-#[derive(Debug)]
-pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ServerMetrics {
-    pub(crate) fn record_response(&self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_chunk(&self, lines: u64) {
-        self.ingest_chunks.fetch_add(1, Ordering::Relaxed);
-        self.ingest_lines.fetch_add(lines, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_rejection(&self) {
-        self.ingest_rejections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn long_poll(&self) -> GaugeGuard<'_> {
-        self.long_polls_open.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(&self.long_polls_open)
-    }
-
-    pub(crate) fn sse_client(&self) -> GaugeGuard<'_> {
-        self.sse_clients.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(&self.sse_clients)
-    }
-
-    /// Long-polls currently parked waiting for a commit.
-    pub fn long_polls_open(&self) -> u64 {
-        self.long_polls_open.load(Ordering::Relaxed)
-    }
-
-    /// SSE streams currently open.
-    pub fn sse_clients(&self) -> u64 {
-        self.sse_clients.load(Ordering::Relaxed)
-    }
-}
+pub use crate::counters::ServerMetrics;
 
 /// Middleware counting every response by status class.
 pub(crate) async fn count_requests(
@@ -104,11 +47,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The Prometheus scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.inner.metrics;
+    let m = state.inner.metrics.counts();
     let runtime = &state.inner.runtime;
     let counters = runtime.metrics();
     let mut out = String::with_capacity(4096);
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     // Process-wide families: name, type, help, value.
     let totals: [(&str, &str, &str, u64); 8] = [
         (
@@ -133,31 +75,31 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "liveresults_ingest_lines_total",
             "counter",
             "NDJSON lines committed through HTTP ingest.",
-            load(&m.ingest_lines),
+            m.ingest_lines,
         ),
         (
             "liveresults_ingest_chunks_total",
             "counter",
             "Ingest chunks committed (one atomic commit each).",
-            load(&m.ingest_chunks),
+            m.ingest_chunks,
         ),
         (
             "liveresults_ingest_rejections_total",
             "counter",
             "Ingest requests that ended with an error.",
-            load(&m.ingest_rejections),
+            m.ingest_rejections,
         ),
         (
             "liveresults_long_polls_open",
             "gauge",
             "Change-feed long-polls parked waiting for a commit.",
-            load(&m.long_polls_open),
+            m.long_polls_open,
         ),
         (
             "liveresults_sse_clients",
             "gauge",
             "Open change-feed SSE streams.",
-            load(&m.sse_clients),
+            m.sse_clients,
         ),
     ];
     for (name, kind, help, value) in totals {
@@ -174,7 +116,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let _ = writeln!(
             out,
             "liveresults_http_responses_total{{class=\"{class}\"}} {}",
-            load(&m.responses[i])
+            m.responses[i]
         );
     }
     family(
@@ -186,7 +128,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "liveresults_http_errors_total {}",
-        load(&m.responses[3]) + load(&m.responses[4])
+        m.responses[3].saturating_add(m.responses[4])
     );
 
     let now_ms = SystemTime::now()

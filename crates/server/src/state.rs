@@ -6,7 +6,7 @@ use std::time::Duration;
 use liveresults_runtime::RuntimeHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ServerMetrics;
+use crate::counters::ServerMetrics;
 
 /// Default ingest body limit: 1 GiB. Bodies are streamed, so this bounds a request's
 /// duration and disk growth, not its memory.
@@ -147,7 +147,7 @@ impl AppState {
         self.edit(|i| i.snapshot_chunk_rows = rows.max(1))
     }
 
-    /// Uses `token` as the shutdown signal (default: a fresh one; [`crate::serve`] cancels it).
+    /// Uses `token` as the shutdown signal (default: a fresh one; `serve` cancels it).
     #[must_use]
     pub fn shutdown(self, token: CancellationToken) -> Self {
         self.edit(|i| i.shutdown = token)
