@@ -63,7 +63,7 @@ async fn run() {
     let stop = CancellationToken::new();
     let signal = stop.clone();
     let server = tokio::spawn(serve(listener, state.clone(), async move {
-        signal.cancelled().await
+        signal.cancelled().await;
     }));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(READERS + 8)

@@ -1,6 +1,9 @@
 //! `GET /queries/{id}/changes?offset=…[&live=long-poll|sse][&cursor=…]`: each query's
 //! committed batches as a Durable Streams stream in JSON mode.
 //!
+//! This module is the HTTP side: parameters, headers, caching, status codes. What a read
+//! returns and how a waiter learns of a commit is the `feed` module's, shared with SSE.
+//!
 //! Every message is one committed outbox entry (see [`crate::render::change`]). A read starts
 //! after `offset` and returns at most a batch of entries with `Stream-Next-Offset` (where the
 //! next read starts) and, when it reached the tail, `Stream-Up-To-Date: true`.
@@ -16,22 +19,18 @@
 //! cleared) or that lie beyond the tail answer 409 `must-refetch` with the current offset: the
 //! client must rebuild from the snapshot, whose header names the offset to continue from.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use liveresults_core::StoreError;
-use liveresults_runtime::CommittedChange;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::time::Instant;
 
 use crate::error::ApiError;
+use crate::feed::{cursor, Feed, Read};
 use crate::offset::{Offset, Start};
 use crate::queries::known_info;
-use crate::render;
-use crate::state::{AppState, Inner};
+use crate::state::AppState;
 
 /// `Stream-Next-Offset`: where the next read starts.
 pub const STREAM_NEXT_OFFSET: HeaderName = HeaderName::from_static("stream-next-offset");
@@ -44,14 +43,6 @@ pub const STREAM_CURSOR: HeaderName = HeaderName::from_static("stream-cursor");
 const CACHE_HISTORY: &str = "public, max-age=60, stale-while-revalidate=300";
 /// Cache policy of responses at the tail: revalidate (ETag) every time.
 const CACHE_TAIL: &str = "no-cache";
-/// Start of cursor time (2024-10-09T00:00:00Z), as the protocol defines it.
-const CURSOR_EPOCH_UNIX_SECS: u64 = 1_728_432_000;
-/// Length of one cursor interval.
-const CURSOR_INTERVAL_SECS: u64 = 20;
-/// Largest jitter added to a cursor a client echoes from the future.
-const CURSOR_MAX_JITTER_SECS: u64 = 3600;
-/// Reads retried when a clear races one (the epoch changed between its two halves).
-const READ_ATTEMPTS: usize = 3;
 
 /// Query parameters of the change feed.
 #[derive(Debug, Deserialize)]
@@ -63,140 +54,6 @@ pub struct ChangesParams {
     pub live: Option<String>,
     /// The cursor echoed from the previous live response.
     pub cursor: Option<String>,
-}
-
-/// One read of the feed.
-#[derive(Debug)]
-pub(crate) struct Read {
-    /// Rendered messages, oldest first.
-    pub(crate) messages: Vec<Json>,
-    /// Where the next read starts.
-    pub(crate) next: Offset,
-    /// Whether `next` is the query's tail.
-    pub(crate) up_to_date: bool,
-}
-
-fn must_refetch(detail: String, tail: Offset) -> ApiError {
-    ApiError::MustRefetch {
-        detail,
-        offset: tail.to_string(),
-    }
-}
-
-/// Reads up to a batch of committed entries after `start`.
-pub(crate) async fn read(inner: &Inner, query_id: &str, start: Start) -> Result<Read, ApiError> {
-    let store = inner.runtime.store();
-    for _ in 0..READ_ATTEMPTS {
-        let info = store.query_info(query_id).await?;
-        let tail = Offset::tail(&info);
-        let at_tail = Read {
-            messages: Vec::new(),
-            next: tail,
-            up_to_date: true,
-        };
-        let after = match start {
-            Start::Now => return Ok(at_tail),
-            Start::Beginning => None,
-            Start::At(offset) if offset.epoch != info.epoch => {
-                return Err(must_refetch(
-                    format!(
-                        "offset {offset} belongs to epoch {} of query {query_id:?}, which was \
-                         cleared since (epoch {})",
-                        offset.epoch, info.epoch
-                    ),
-                    tail,
-                ))
-            }
-            Start::At(offset) if offset > tail => {
-                return Err(must_refetch(
-                    format!("offset {offset} is beyond the tail {tail} of query {query_id:?}"),
-                    tail,
-                ))
-            }
-            Start::At(offset) if offset == tail => return Ok(at_tail),
-            Start::At(offset) => offset.sequence,
-        };
-        let entries = match store
-            .read_outbox(query_id, after, inner.changes_batch)
-            .await
-        {
-            Ok(entries) => entries,
-            Err(StoreError::OutboxGap {
-                evicted_through, ..
-            }) => {
-                return Err(must_refetch(
-                    format!(
-                        "the outbox of query {query_id:?} no longer holds the batches after this \
-                         offset (evicted through sequence {evicted_through})"
-                    ),
-                    tail,
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let now = store.query_info(query_id).await?;
-        if now.epoch != info.epoch {
-            continue; // cleared while reading: the entries may belong to the new epoch
-        }
-        let last = entries.last().map(|entry| entry.span.last);
-        let messages = render_entries(query_id, info.epoch, entries).await?;
-        let next = match (last, start) {
-            (Some(last), _) => Offset {
-                epoch: info.epoch,
-                sequence: Some(last),
-            },
-            (None, Start::At(offset)) => offset,
-            (None, _) => tail,
-        };
-        return Ok(Read {
-            messages,
-            next,
-            up_to_date: next >= Offset::tail(&now),
-        });
-    }
-    Err(ApiError::Internal(format!(
-        "query {query_id:?} was cleared {READ_ATTEMPTS} times while being read"
-    )))
-}
-
-/// Decodes and renders outbox entries on the blocking pool: up to a response's worth of
-/// batches is CPU work that would otherwise stall every request sharing the executor thread.
-async fn render_entries(
-    query_id: &str,
-    epoch: u64,
-    entries: Vec<liveresults_core::OutboxEntry>,
-) -> Result<Vec<serde_json::Value>, ApiError> {
-    let query_id = query_id.to_owned();
-    let rendered = tokio::task::spawn_blocking(move || {
-        entries
-            .iter()
-            .map(|entry| {
-                CommittedChange::from_outbox(&query_id, epoch, entry).map(|c| render::change(&c))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))?;
-    Ok(rendered?)
-}
-
-/// The long-poll cursor: the current 20-second interval number, or — when the client echoes a
-/// cursor at or past it — the client's cursor plus jitter, so cursors only move forward and
-/// cached empty responses cannot loop.
-pub(crate) fn cursor(client: Option<&str>) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let current = now.as_secs().saturating_sub(CURSOR_EPOCH_UNIX_SECS) / CURSOR_INTERVAL_SECS;
-    match client.and_then(|c| c.parse::<u64>().ok()) {
-        Some(echoed) if echoed >= current => {
-            // Sub-second clock bits are random enough to spread clients apart.
-            let jitter_secs = 1 + u64::from(now.subsec_nanos()) % CURSOR_MAX_JITTER_SECS;
-            let jitter = (jitter_secs / CURSOR_INTERVAL_SECS).max(1);
-            echoed.saturating_add(jitter).to_string()
-        }
-        _ => current.to_string(),
-    }
 }
 
 fn header_value(value: &str) -> HeaderValue {
@@ -260,12 +117,12 @@ fn data_response(
 }
 
 /// The long-poll answer when nothing was committed in time: 204 at the same offset.
-fn no_content(next: Offset, cursor: String) -> Response {
+fn no_content(next: Offset, cursor: &str) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     headers.insert(STREAM_NEXT_OFFSET, header_value(&next.to_string()));
     headers.insert(STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
-    headers.insert(STREAM_CURSOR, header_value(&cursor));
+    headers.insert(STREAM_CURSOR, header_value(cursor));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -297,7 +154,10 @@ pub async fn changes(
     match live {
         None => {
             known_info(&state, &query_id).await?;
-            let read = read(&state.inner, &query_id, start).await?;
+            let inner = &*state.inner;
+            let read = Feed::new(&inner.runtime, &query_id, inner.changes_batch)
+                .read(start)
+                .await?;
             let etag = (start != Start::Now).then(|| etag(raw, read.next));
             Ok(data_response(read, etag, None, &headers))
         }
@@ -329,9 +189,9 @@ async fn long_poll(
 ) -> Result<Response, ApiError> {
     let inner = &*state.inner;
     known_info(state, query_id).await?;
-    // Subscribe BEFORE reading: a commit landing after the read still marks `position`.
-    let mut position = inner.runtime.watch(query_id);
-    let first = read(inner, query_id, start).await?;
+    let feed = Feed::new(&inner.runtime, query_id, inner.changes_batch);
+    let mut position = feed.subscribe();
+    let first = feed.read(start).await?;
     if !first.messages.is_empty() {
         let etag = etag(raw, first.next);
         return Ok(data_response(
@@ -344,26 +204,22 @@ async fn long_poll(
     let tail = first.next;
     let _parked = inner.metrics.long_poll();
     let deadline = Instant::now() + inner.long_poll_timeout;
-    loop {
+    let stop = async {
         tokio::select! {
-            biased;
-            () = inner.shutdown.cancelled() => return Ok(no_content(tail, cursor(client_cursor))),
-            () = tokio::time::sleep_until(deadline) => return Ok(no_content(tail, cursor(client_cursor))),
-            changed = position.changed() => {
-                if changed.is_err() {
-                    return Ok(no_content(tail, cursor(client_cursor)));
-                }
-            }
+            () = inner.shutdown.cancelled() => {}
+            () = tokio::time::sleep_until(deadline) => {}
         }
-        let read = read(inner, query_id, Start::At(tail)).await?;
-        if !read.messages.is_empty() {
+    };
+    match feed.next_commit(&mut position, tail, stop).await? {
+        Some(read) => {
             let etag = etag(&tail.to_string(), read.next);
-            return Ok(data_response(
+            Ok(data_response(
                 read,
                 Some(etag),
                 Some(cursor(client_cursor)),
                 headers,
-            ));
+            ))
         }
+        None => Ok(no_content(tail, &cursor(client_cursor))),
     }
 }

@@ -11,6 +11,8 @@ use liveresults_core::StoreError;
 use liveresults_runtime::SubmitError;
 use serde_json::{Map, Value as Json};
 
+use crate::feed::FeedError;
+
 /// Prefix of every problem `type`: a URN needs no web page to exist behind it.
 const TYPE_PREFIX: &str = "urn:liveresults:problem:";
 
@@ -120,6 +122,19 @@ impl From<SubmitError> for ApiError {
             line: None,
             committed_sequence,
             source,
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(error: FeedError) -> Self {
+        match error {
+            FeedError::MustRefetch { detail, tail } => ApiError::MustRefetch {
+                detail,
+                offset: tail.to_string(),
+            },
+            FeedError::Store(e) => ApiError::Store(e),
+            FeedError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -23,6 +23,7 @@
 pub mod changes;
 mod counters;
 pub mod error;
+mod feed;
 pub mod health;
 pub mod ingest;
 pub mod metrics;

@@ -21,8 +21,8 @@ use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::changes::{cursor, read, Read};
 use crate::error::ApiError;
+use crate::feed::{cursor, Feed, FeedError, Read};
 use crate::offset::Start;
 use crate::queries::known_info;
 use crate::state::AppState;
@@ -38,11 +38,13 @@ pub(crate) async fn sse(
     client_cursor: Option<String>,
 ) -> Result<Response, ApiError> {
     known_info(&state, &query_id).await?;
-    let position = state.inner.runtime.watch(&query_id);
-    let first = read(&state.inner, &query_id, start).await?;
+    let inner = &*state.inner;
+    let feed = Feed::new(&inner.runtime, &query_id, inner.changes_batch);
+    let position = feed.subscribe();
+    let first = feed.read(start).await?;
     let (tx, rx) = mpsc::channel::<Event>(SSE_BUFFER);
-    let keep_alive = state.inner.sse_keep_alive;
-    tokio::spawn(feed(state, query_id, first, position, tx, client_cursor));
+    let keep_alive = inner.sse_keep_alive;
+    tokio::spawn(follow(state, query_id, first, position, tx, client_cursor));
     let events = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -75,7 +77,9 @@ async fn emit(tx: &mpsc::Sender<Event>, read: Read, cursor: &str) -> bool {
         .is_ok()
 }
 
-async fn feed(
+/// The stream's task: emits `first`, then every later read, until the stream has a reason
+/// to end.
+async fn follow(
     state: AppState,
     query_id: String,
     first: Read,
@@ -84,6 +88,7 @@ async fn feed(
     mut client_cursor: Option<String>,
 ) {
     let inner = &*state.inner;
+    let feed = Feed::new(&inner.runtime, &query_id, inner.changes_batch);
     let _client = inner.metrics.sse_client();
     let deadline = Instant::now() + inner.sse_max_duration;
     let mut current = first;
@@ -95,32 +100,28 @@ async fn feed(
             return;
         }
         client_cursor = Some(cursor);
-        if !up_to_date {
-            // Still catching up: read the next batch at once.
-            current = match read(inner, &query_id, Start::At(next)).await {
-                Ok(r) => r,
-                Err(e) => return end(&query_id, &e),
+        let read = if up_to_date {
+            // At the tail: wait for the next commit, or for a reason to end the stream.
+            let stop = async {
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => {}
+                    () = tx.closed() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
             };
-            continue;
-        }
-        // At the tail: wait for the next commit.
-        current = loop {
-            tokio::select! {
-                biased;
-                () = inner.shutdown.cancelled() => return,
-                () = tx.closed() => return,
-                () = tokio::time::sleep_until(deadline) => return,
-                changed = position.changed() => if changed.is_err() { return },
-            }
-            match read(inner, &query_id, Start::At(next)).await {
-                Ok(r) if r.messages.is_empty() => {}
-                Ok(r) => break r,
-                Err(e) => return end(&query_id, &e),
-            }
+            feed.next_commit(&mut position, next, stop).await
+        } else {
+            // Still catching up: read the next batch at once.
+            feed.read(Start::At(next)).await.map(Some)
+        };
+        current = match read {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => return end(&query_id, &e),
         };
     }
 }
 
-fn end(query_id: &str, error: &ApiError) {
+fn end(query_id: &str, error: &FeedError) {
     tracing::info!(query_id, error = %error, "sse stream ended: offset no longer readable");
 }

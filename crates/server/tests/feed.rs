@@ -359,7 +359,7 @@ async fn shutdown_ends_sse_streams_and_long_polls() {
 async fn a_stalled_snapshot_reader_does_not_block_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start(|s| {
-        s.shutdown_grace(std::time::Duration::from_millis(300))
+        s.shutdown_grace(Duration::from_millis(300))
             .chunk_lines(5000)
     })
     .await;
@@ -382,7 +382,7 @@ async fn a_stalled_snapshot_reader_does_not_block_shutdown() {
     let n = stalled.read(&mut first).await.unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"));
     // Never read again: the ~4 MiB body fills the socket buffers and the server's writes stall.
-    tokio::time::timeout(std::time::Duration::from_secs(5), server.stop())
+    tokio::time::timeout(Duration::from_secs(5), server.stop())
         .await
         .expect("shutdown finished despite the stalled reader");
     drop(stalled);

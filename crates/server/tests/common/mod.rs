@@ -38,7 +38,7 @@ impl Server {
         let stop = CancellationToken::new();
         let signal = stop.clone();
         let task = tokio::spawn(serve(listener, state.clone(), async move {
-            signal.cancelled().await
+            signal.cancelled().await;
         }));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
