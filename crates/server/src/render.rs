@@ -3,7 +3,7 @@
 //! Row signatures are JSON numbers (u64, exact in serde_json), as drasi-lib writes them.
 
 use liveresults_core::codec::row::decode_row;
-use liveresults_core::{QueryInfo, StoreError};
+use liveresults_core::{QueryInfo, RowChunk, StoreError};
 use liveresults_runtime::{ChangeEvent, CommittedChange, QueryState, QueryStatus, RowChange};
 use serde_json::{json, Value as Json};
 
@@ -66,6 +66,26 @@ pub fn snapshot_header(info: &QueryInfo) -> Json {
 pub fn snapshot_row(query_id: &str, signature: u64, data: &[u8]) -> Result<Json, StoreError> {
     let row = decode_row(data).map_err(|e| StoreError::corrupt_row(query_id, signature, e))?;
     Ok(json!({"signature": signature, "row": row.into_json()}))
+}
+
+/// The NDJSON lines of one chunk of snapshot rows, a [`snapshot_row`] each.
+///
+/// Decoding and rendering a chunk is CPU work proportional to its size (thousands of rows):
+/// the snapshot handler runs it on the blocking pool, one bounded chunk at a time.
+pub fn snapshot_lines(query_id: &str, chunk: &RowChunk) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(
+        chunk
+            .data_bytes()
+            .saturating_mul(2)
+            .saturating_add(chunk.len().saturating_mul(32)),
+    );
+    for (signature, data) in chunk.iter() {
+        let line = snapshot_row(query_id, signature, data)?;
+        serde_json::to_writer(&mut out, &line)
+            .map_err(|e| StoreError::corrupt_row(query_id, signature, e))?;
+        out.push(b'\n');
+    }
+    Ok(out)
 }
 
 /// A query's summary for `GET /queries` and `GET /queries/{id}`: the store's numbers (the

@@ -3,8 +3,10 @@
 //! The first line is `{"query_id", "sequence", "row_count", "epoch", "offset"}`: the state the
 //! rows correspond to and the change-feed offset to follow from. Then one
 //! `{"signature", "row"}` line per row. Rows are streamed chunk by chunk from the store's
-//! point-in-time view, so a 10M-row query never sits in memory; a store failure mid-stream
-//! aborts the response (the client sees a truncated body, never a wrong one).
+//! point-in-time view, so a 10M-row query never sits in memory, and each chunk is decoded and
+//! rendered on the blocking pool, so a large snapshot never holds an executor thread for long.
+//! A store failure mid-stream aborts the response (the client sees a truncated body, never a
+//! wrong one).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -13,11 +15,23 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream;
 use liveresults_core::{Snapshot, StoreError};
+use tokio::task::JoinError;
 
 use crate::error::ApiError;
 use crate::queries::known_info;
 use crate::render;
 use crate::state::AppState;
+
+/// Why a snapshot stream stopped part-way (the response is then truncated, never wrong).
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    /// Reading or decoding the rows failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task rendering a chunk died.
+    #[error("rendering task failed: {0}")]
+    Render(#[from] JoinError),
+}
 
 /// Streams a snapshot.
 pub async fn snapshot(
@@ -34,21 +48,18 @@ pub async fn snapshot(
     let mut header_line = render::snapshot_header(snapshot.info()).to_string();
     header_line.push('\n');
     tracing::debug!(query_id = %query_id, sequence = ?snapshot.info().sequence, rows = snapshot.info().row_count, "snapshot");
-    let head = stream::once(async move { Ok::<_, StoreError>(Bytes::from(header_line)) });
+    let head = stream::once(async move { Ok::<_, StreamError>(Bytes::from(header_line)) });
     let rows = stream::try_unfold(snapshot, move |mut snapshot: Snapshot| {
         let query_id = query_id.clone();
         async move {
             let Some(chunk) = snapshot.next_chunk().await? else {
                 return Ok(None);
             };
-            let mut out = Vec::with_capacity(chunk.data_bytes() * 2 + chunk.len() * 32);
-            for (signature, data) in chunk.iter() {
-                let line = render::snapshot_row(&query_id, signature, data)?;
-                serde_json::to_writer(&mut out, &line)
-                    .map_err(|e| StoreError::corrupt_row(&query_id, signature, e))?;
-                out.push(b'\n');
-            }
-            Ok(Some((Bytes::from(out), snapshot)))
+            // One bounded chunk at a time: the executor only awaits.
+            let lines =
+                tokio::task::spawn_blocking(move || render::snapshot_lines(&query_id, &chunk))
+                    .await??;
+            Ok::<_, StreamError>(Some((Bytes::from(lines), snapshot)))
         }
     });
     let body = futures_util::StreamExt::chain(head, rows);
