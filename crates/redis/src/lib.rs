@@ -1,0 +1,78 @@
+//! The Redis backend of liveresults: the full [`ResultStore`] contract on Redis 7, for reaction
+//! hosts that share their state through one server instead of a local disk.
+//!
+//! ```rust,ignore
+//! use liveresults_redis::{RedisStore, RedisStoreOptions};
+//! let store = RedisStore::connect("redis://127.0.0.1:6379", RedisStoreOptions::new()).await?;
+//! ```
+//!
+//! # Layout
+//!
+//! Every key of one query shares the hash tag `{<query id>}` (the id escaped so that any id
+//! works), so in a Redis Cluster each query lives in one slot and each script touches one slot.
+//! The keys are listed in the `keys` module: a meta hash (sequence, exact row count, epoch,
+//! commit version, outbox bytes, evicted-through), a rows hash (field = 8-byte big-endian
+//! signature), the outbox as a sorted set ordered by sequence, reaction checkpoints in a hash,
+//! and a change log that exists only while snapshots are read. One index key lists every query
+//! id, ordered by id.
+//!
+//! # Guarantees and how
+//!
+//! - **Atomic commits.** One commit is one Lua script (EVALSHA, loaded again on NOSCRIPT): the
+//!   sequence check, every row `HSET`/`HDEL`, the exact row count, the outbox entry and its
+//!   retention trimming (entries and bytes, the newest always kept). A sequence that does not
+//!   follow the committed one is refused before anything is written, as a typed
+//!   `SequenceRegression` (see the `scripts` module for why a script is all-or-nothing).
+//! - **Exact O(1) `row_count`**: the count lives in the meta hash, maintained by the script from
+//!   the return values of `HSET` (fields created) and `HDEL` (fields removed) after the batch's
+//!   last-write-wins rule, so it never needs a scan. `query_info` is one `HMGET`.
+//! - **O(1) `clear` for the caller**: a script bumps the epoch, resets the meta hash and
+//!   `RENAME`s the rows, outbox, change log and checkpoints to fresh trash keys (O(1) whatever
+//!   their size); the caller then `UNLINK`s them, which frees them on a background thread.
+//!   Trash a caller could not unlink (it died in between) is unlinked by the next clear.
+//! - **Point-in-time snapshots without blocking the server**: `HSCAN` in batches plus a replay
+//!   of the change log, exact at the sequence reported (the `snapshot` module explains why).
+//! - **Outbox reads** are one MULTI/EXEC (eviction mark and entries from the same moment), so
+//!   evicted entries are `OutboxGap`, never a partial answer.
+//! - **Errors**: lost or refused connections, timeouts, `BUSY`, `LOADING`, `MASTERDOWN`,
+//!   `TRYAGAIN`, `CLUSTERDOWN` and `NOREPLICAS` are transient (the runtime retries them; the
+//!   connection manager reconnects meanwhile); everything else is permanent. Undecodable
+//!   stored values are `Corrupt` naming the record.
+//! - **Durability** is the server's: see [`FlushMode`] for what `flush` waits for (a round
+//!   trip, `WAIT` for replicas, or `WAITAOF`) and which server settings make an acknowledged
+//!   commit survive a power loss (`appendonly yes` + `appendfsync always`).
+//!
+//! # Commands it needs
+//!
+//! The store keeps to commands Redis-compatible servers (Valkey, Garnet with Lua enabled)
+//! provide as well. Only Redis 7.0 is tested here.
+//!
+//! - Scripting: `EVALSHA`, `EVAL`, `SCRIPT LOAD`; inside the scripts `HMGET`, `HGET`, `HSET`
+//!   (several field/value pairs), `HDEL` (several fields), `EXISTS`, `ZADD`, `ZCARD`,
+//!   `ZPOPMIN`, `RENAME`, `SADD`, `SMEMBERS`, `UNLINK`.
+//! - From the client: `MULTI`/`EXEC`, `HMGET`, `HGET`, `HSET`, `HDEL`, `HSCAN` (with `COUNT`),
+//!   `ZADD NX`, `ZRANGE` (by index), `ZRANGEBYLEX` and `ZRANGEBYSCORE` (with `LIMIT`),
+//!   `SET` (with `NX` and `PX`), `GET`, `UNLINK`, `SREM`, `PING`; `WAIT` or `WAITAOF`
+//!   (Redis 7.2+) only when [`FlushMode`] asks for them.
+//!
+//! Garnet's API-compatibility list has every command above except `WAIT` and `WAITAOF`: use
+//! [`FlushMode::RoundTrip`] there (and start Garnet with Lua enabled).
+//!
+//! [`ResultStore`]: liveresults_core::ResultStore
+
+mod error;
+mod keys;
+mod options;
+mod records;
+mod reply;
+mod scripts;
+mod snapshot;
+mod store;
+
+pub use options::{FlushMode, RedisStoreOptions};
+pub use snapshot::SnapshotStats;
+pub use store::{RedisStore, REDIS_FORMAT_VERSION};
+
+/// The `redis` client crate this backend is built on, so benchmarks and tests can drive the
+/// same version.
+pub use redis;
