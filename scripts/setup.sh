@@ -29,5 +29,15 @@ if libclang_missing; then
     exit 1
   fi
 fi
+# The Redis store's tests start their own redis-server processes (and fail without one).
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing redis-server (needed by the liveresults-redis tests)" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+elif ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found: the liveresults-redis tests will fail until it is installed" >&2
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
 mkdir -p "$CARGO_TARGET_DIR"
