@@ -19,6 +19,7 @@ pub mod error;
 pub mod formats;
 pub mod memory;
 pub mod model;
+pub mod ndjson;
 pub mod outbox_window;
 pub mod row;
 pub mod signature;

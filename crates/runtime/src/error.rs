@@ -122,14 +122,10 @@ pub enum SourceError {
     /// A line is not a valid event; nothing of it was submitted.
     #[error(transparent)]
     Line(#[from] LineError),
-    /// A line is longer than the configured limit.
-    #[error("line {line}: longer than {limit} bytes")]
-    LineTooLong {
-        /// 1-based line number.
-        line: usize,
-        /// The limit.
-        limit: usize,
-    },
+    /// A line is longer than the configured limit, or not UTF-8 (the same error HTTP ingest
+    /// reports for the same input).
+    #[error(transparent)]
+    Ndjson(#[from] liveresults_core::ndjson::NdjsonError),
     /// The runtime refused an event.
     #[error("line {line}: {source}")]
     Submit {

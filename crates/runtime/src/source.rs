@@ -4,7 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use liveresults_core::formats::{parse_ndjson_line, Event};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use liveresults_core::ndjson::{Line, LineSplitter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -100,6 +101,9 @@ impl InFlight {
 }
 
 /// Reads and submits lines until the input ends, a line is bad, or an event is refused.
+///
+/// The reader's buffer is fed to the shared NDJSON splitter as it fills, so lines are found,
+/// numbered, length-checked and UTF-8-checked exactly as HTTP ingest does it.
 async fn read_lines<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     handle: &RuntimeHandle,
@@ -108,80 +112,80 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
     report: &mut SourceReport,
     inflight: &mut InFlight,
 ) -> Result<(), SourceError> {
+    let mut lines_in = LineSplitter::new(max_line_bytes);
     let mut stored: HashMap<String, Option<u64>> = HashMap::new();
-    let mut buf = Vec::new();
     loop {
-        buf.clear();
-        let limit = u64::try_from(max_line_bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        let n = (&mut *reader)
-            .take(limit)
-            .read_until(b'\n', &mut buf)
-            .await?;
-        if n == 0 {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
             break;
         }
-        report.lines += 1;
-        let line_no = report.lines;
-        if buf.last() != Some(&b'\n') && buf.len() > max_line_bytes {
-            return Err(SourceError::LineTooLong {
-                line: line_no,
-                limit: max_line_bytes,
-            });
-        }
-        let text = std::str::from_utf8(&buf).map_err(|e| {
-            SourceError::Line(liveresults_core::formats::LineError {
-                line: line_no,
-                source: liveresults_core::formats::FormatError::InvalidJson {
-                    column: e.valid_up_to() + 1,
-                    message: "invalid UTF-8".into(),
-                },
-            })
-        })?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let event = parse_ndjson_line(line_no, text)?;
-        let query_id = event.query_id().to_owned();
-        let committed = match stored.get(&query_id) {
-            Some(c) => *c,
-            None => {
-                let info = handle
-                    .store()
-                    .query_info(&query_id)
-                    .await
-                    .map_err(|source| SourceError::Submit {
-                        line: line_no,
-                        source: SubmitError::Store {
-                            query_id: query_id.clone(),
-                            committed: None,
-                            source,
-                        },
-                    })?;
-                stored.insert(query_id.clone(), info.sequence);
-                info.sequence
+        let taken = buf.len();
+        let mut lines = lines_in.push(buf);
+        while let Some(line) = lines.next_line() {
+            let line = line?;
+            if submit_line(line, handle, &mut stored, progress, report, inflight).await? {
+                return Ok(()); // reported by the caller, with the refused line
             }
-        };
-        if committed.is_some_and(|c| event.sequence() <= c) {
-            report.resumed_past += 1;
-            continue;
         }
-        let pending = handle
-            .submit_tracked(event)
-            .await
-            .map_err(|source| SourceError::Submit {
-                line: line_no,
-                source,
-            })?;
-        inflight.push(line_no, pending);
-        report.submitted += 1;
-        progress(report);
-        if inflight.refused.is_some() {
-            return Ok(()); // reported by the caller, with the refused line
-        }
+        reader.consume(taken);
+    }
+    if let Some(line) = lines_in.finish()? {
+        submit_line(line, handle, &mut stored, progress, report, inflight).await?;
     }
     Ok(())
+}
+
+/// Parses and submits one line (unless it is blank or already committed); `true` when an
+/// earlier submission has been refused and reading should stop.
+async fn submit_line(
+    line: Line<'_>,
+    handle: &RuntimeHandle,
+    stored: &mut HashMap<String, Option<u64>>,
+    progress: &mut impl FnMut(&SourceReport),
+    report: &mut SourceReport,
+    inflight: &mut InFlight,
+) -> Result<bool, SourceError> {
+    let line_no = line.number;
+    report.lines = line_no;
+    if line.is_blank() {
+        return Ok(false);
+    }
+    let event = parse_ndjson_line(line_no, line.text)?;
+    let query_id = event.query_id().to_owned();
+    let committed = match stored.get(&query_id) {
+        Some(c) => *c,
+        None => {
+            let info = handle
+                .store()
+                .query_info(&query_id)
+                .await
+                .map_err(|source| SourceError::Submit {
+                    line: line_no,
+                    source: SubmitError::Store {
+                        query_id: query_id.clone(),
+                        committed: None,
+                        source,
+                    },
+                })?;
+            stored.insert(query_id.clone(), info.sequence);
+            info.sequence
+        }
+    };
+    if committed.is_some_and(|c| event.sequence() <= c) {
+        report.resumed_past += 1;
+        return Ok(false);
+    }
+    let pending = handle
+        .submit_tracked(event)
+        .await
+        .map_err(|source| SourceError::Submit {
+            line: line_no,
+            source,
+        })?;
+    inflight.push(line_no, pending);
+    report.submitted += 1;
+    progress(report);
+    Ok(inflight.refused.is_some())
 }
 
 /// An in-process source: events sent on the returned channel are submitted in order. The task

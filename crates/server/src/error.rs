@@ -7,6 +7,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use liveresults_core::ndjson::NdjsonError;
 use liveresults_core::StoreError;
 use liveresults_runtime::SubmitError;
 use serde_json::{Map, Value as Json};
@@ -45,14 +46,15 @@ pub enum ApiError {
         /// The query's committed sequence (earlier chunks stay committed).
         committed_sequence: Option<u64>,
     },
-    /// An ingest line is longer than the line limit.
-    #[error("line {line}: longer than {limit} bytes")]
-    LineTooLong {
-        /// 1-based line number.
-        line: usize,
-        /// The limit in bytes.
-        limit: usize,
-        /// The query's committed sequence.
+    /// An ingest line is longer than the line limit or not UTF-8: the NDJSON splitter's
+    /// error, worded exactly as the runtime's NDJSON source words it. The line's chunk was
+    /// not committed.
+    #[error("{source}")]
+    Ndjson {
+        /// What is wrong, and on which line.
+        #[source]
+        source: NdjsonError,
+        /// The query's committed sequence (earlier chunks stay committed).
         committed_sequence: Option<u64>,
     },
     /// The request body is larger than the body limit.
@@ -272,19 +274,29 @@ impl ApiError {
             )
             .with("line", *line)
             .committed(*committed_sequence),
-            ApiError::LineTooLong {
-                line,
-                limit,
+            ApiError::Ndjson {
+                source,
                 committed_sequence,
-            } => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "line-too-long",
-                "Line too long",
-                self.to_string(),
-            )
-            .with("line", *line)
-            .with("limit", *limit)
-            .committed(*committed_sequence),
+            } => {
+                let problem = match source {
+                    NdjsonError::LineTooLong { limit, .. } => Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "line-too-long",
+                        "Line too long",
+                        self.to_string(),
+                    )
+                    .with("limit", *limit),
+                    _ => Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-line",
+                        "Invalid event line",
+                        self.to_string(),
+                    ),
+                };
+                problem
+                    .with("line", source.line())
+                    .committed(*committed_sequence)
+            }
             ApiError::BodyTooLarge {
                 limit,
                 committed_sequence,

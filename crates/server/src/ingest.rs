@@ -12,6 +12,10 @@
 //! query stands.) Every error names the 1-based line (counted
 //! over the whole body) and the query's committed sequence, which is where a retry resumes
 //! (events at or below it are skipped as redeliveries).
+//!
+//! Lines are found by `liveresults_core::ndjson::LineSplitter`, the splitter the runtime's
+//! NDJSON source uses too: an over-long or non-UTF-8 line gets the same error, worded the same,
+//! whether it arrives over HTTP or from a file.
 
 use std::ops::Range;
 
@@ -21,6 +25,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use futures_util::StreamExt;
 use liveresults_core::formats::{parse_ndjson_line, Event};
+use liveresults_core::ndjson::{Line, LineSplitter};
 use liveresults_runtime::{Applied, StopReason, SubmitError};
 use serde_json::{json, Value};
 
@@ -69,16 +74,37 @@ struct Report {
     committed: Option<u64>,
 }
 
-/// The lines of the chunk being gathered: raw bytes, and where each non-blank line is.
+/// The lines of the chunk being gathered: their text, and where each non-blank line is.
 #[derive(Debug, Default)]
 struct Chunk {
-    raw: Vec<u8>,
-    /// `(line number, byte range in raw)` of each non-blank line.
+    /// Non-blank lines, back to back (each already checked to be UTF-8).
+    text: String,
+    /// `(line number, byte range in text)` of each non-blank line.
     lines: Vec<(usize, Range<usize>)>,
     /// Lines in the chunk, blank ones included.
     line_count: usize,
     /// First line number of the chunk (0 while empty).
     first_line: usize,
+}
+
+impl Chunk {
+    /// Adds a line; blank lines count but are not kept.
+    fn add(&mut self, line: Line<'_>) {
+        if self.line_count == 0 {
+            self.first_line = line.number;
+        }
+        self.line_count += 1;
+        if !line.is_blank() {
+            let start = self.text.len();
+            self.text.push_str(line.text);
+            self.lines.push((line.number, start..self.text.len()));
+        }
+    }
+
+    /// Whether the chunk is due for its commit.
+    fn full(&self, inner: &Inner) -> bool {
+        self.line_count >= inner.chunk_lines || self.text.len() >= inner.chunk_bytes
+    }
 }
 
 async fn run(
@@ -102,9 +128,10 @@ async fn run(
             committed_sequence: report.committed,
         });
     }
+    // The same splitter as the runtime's NDJSON source: the same bad input gets the same
+    // error whichever way it arrives.
+    let mut splitter = LineSplitter::new(inner.max_line_bytes);
     let mut chunk = Chunk::default();
-    // Start of the current (incomplete) line inside `chunk.raw`.
-    let mut line_start = 0usize;
     let mut total = 0u64;
     let mut stream = body.into_data_stream();
     loop {
@@ -128,26 +155,16 @@ async fn run(
                 committed_sequence: report.committed,
             });
         }
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let newline = rest.iter().position(|&b| b == b'\n');
-            let piece = &rest[..newline.unwrap_or(rest.len())];
-            if chunk.raw.len() - line_start + piece.len() > inner.max_line_bytes {
-                return Err(ApiError::LineTooLong {
-                    line: report.lines + 1,
-                    limit: inner.max_line_bytes,
-                    committed_sequence: report.committed,
-                });
-            }
-            chunk.raw.extend_from_slice(piece);
-            let Some(at) = newline else { break };
-            rest = &rest[at + 1..];
-            report.lines += 1;
-            end_line(&mut chunk, line_start, report.lines);
-            line_start = chunk.raw.len();
-            if chunk.line_count >= inner.chunk_lines || chunk.raw.len() >= inner.chunk_bytes {
+        let mut lines = splitter.push(&bytes);
+        while let Some(line) = lines.next_line() {
+            let line = line.map_err(|source| ApiError::Ndjson {
+                source,
+                committed_sequence: report.committed,
+            })?;
+            report.lines = line.number;
+            chunk.add(line);
+            if chunk.full(inner) {
                 commit(inner, query_id, &mut chunk, &mut report).await?;
-                line_start = 0;
                 if inner.shutdown.is_cancelled() {
                     return Err(ApiError::ShuttingDown {
                         committed_sequence: report.committed,
@@ -156,10 +173,14 @@ async fn run(
             }
         }
     }
-    if chunk.raw.len() > line_start {
-        // A last line without a trailing newline.
-        report.lines += 1;
-        end_line(&mut chunk, line_start, report.lines);
+    // A last line without a trailing newline.
+    let last = splitter.finish().map_err(|source| ApiError::Ndjson {
+        source,
+        committed_sequence: report.committed,
+    })?;
+    if let Some(line) = last {
+        report.lines = line.number;
+        chunk.add(line);
     }
     if chunk.line_count > 0 {
         commit(inner, query_id, &mut chunk, &mut report).await?;
@@ -167,37 +188,17 @@ async fn run(
     Ok(report)
 }
 
-/// Records the line `raw[start..]` as line `line_no` of the chunk.
-fn end_line(chunk: &mut Chunk, start: usize, line_no: usize) {
-    if chunk.line_count == 0 {
-        chunk.first_line = line_no;
-    }
-    chunk.line_count += 1;
-    let mut end = chunk.raw.len();
-    if end > start && chunk.raw[end - 1] == b'\r' {
-        end -= 1;
-    }
-    if !chunk.raw[start..end].iter().all(u8::is_ascii_whitespace) {
-        chunk.lines.push((line_no, start..end));
-    }
-}
-
 /// Parses the chunk's lines; the first bad line rejects the chunk.
 fn parse_chunk(
-    raw: &[u8],
+    text: &str,
     lines: &[(usize, Range<usize>)],
     query_id: &str,
 ) -> Result<Vec<(usize, Event)>, (usize, String)> {
     let mut events = Vec::with_capacity(lines.len());
     for (line_no, range) in lines {
-        let text = std::str::from_utf8(&raw[range.clone()]).map_err(|e| {
-            (
-                *line_no,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
-            )
-        })?;
+        let line = text.get(range.clone()).unwrap_or_default();
         let event =
-            parse_ndjson_line(*line_no, text).map_err(|e| (*line_no, e.source.to_string()))?;
+            parse_ndjson_line(*line_no, line).map_err(|e| (*line_no, e.source.to_string()))?;
         if event.query_id() != query_id {
             return Err((
                 *line_no,
@@ -223,7 +224,7 @@ async fn commit(
     let (first_line, line_count) = (taken.first_line, taken.line_count);
     let owned_id = query_id.to_owned();
     let parsed =
-        tokio::task::spawn_blocking(move || parse_chunk(&taken.raw, &taken.lines, &owned_id))
+        tokio::task::spawn_blocking(move || parse_chunk(&taken.text, &taken.lines, &owned_id))
             .await
             .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))?;
     let events = parsed.map_err(|(line, detail)| ApiError::BadLine {

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{add, adds, platform_add, Server};
+use liveresults_runtime::run_ndjson;
 use serde_json::Value;
 
 fn ndjson_lines(text: &str) -> Vec<Value> {
@@ -196,6 +197,64 @@ async fn oversize_body_is_413_and_long_line_is_400() {
     assert_eq!(problem["line"], 2);
     assert_eq!(problem["limit"], 200);
     assert!(problem["type"].as_str().unwrap().ends_with("line-too-long"));
+    server.stop().await;
+}
+
+/// HTTP ingest and the runtime's NDJSON source split lines with the same splitter: the same
+/// bad bytes get the same error, word for word, with the same line number.
+#[tokio::test]
+async fn ingest_and_ndjson_source_report_the_same_line_errors() {
+    const LIMIT: usize = 200;
+    let server = Server::start(|s| s.max_line_bytes(LIMIT).chunk_lines(1)).await;
+    let good = add("q", 1, 1, 1);
+    let mut invalid_utf8 = format!("{good}\n\n").into_bytes();
+    invalid_utf8.extend_from_slice(b"{\"query_id\":\"q\",\xff}\r\n");
+    let over_long = format!("{good}\r\n{}\n", "x".repeat(LIMIT + 1)).into_bytes();
+    let unterminated = format!("{good}\n{}", "y".repeat(LIMIT + 1)).into_bytes();
+    let cases = [
+        (
+            invalid_utf8,
+            3,
+            "bad-line",
+            "line 3: invalid UTF-8 at byte 17",
+        ),
+        (
+            over_long,
+            2,
+            "line-too-long",
+            "line 2: longer than 200 bytes",
+        ),
+        (
+            unterminated,
+            2,
+            "line-too-long",
+            "line 2: longer than 200 bytes",
+        ),
+    ];
+    for (body, line, kind, message) in cases {
+        let source_error = run_ndjson(body.as_slice(), server.state.runtime(), LIMIT, |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(source_error.to_string(), message);
+
+        let r = server
+            .http
+            .post(server.at("/queries/q/events"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let problem: Value = r.json().await.unwrap();
+        assert!(
+            problem["type"].as_str().unwrap().ends_with(kind),
+            "{problem}"
+        );
+        assert_eq!(problem["detail"], message);
+        assert_eq!(problem["line"], line);
+        // The good first line was committed by both paths (it is its own chunk over HTTP).
+        assert_eq!(problem["committed_sequence"], 1);
+    }
     server.stop().await;
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use liveresults_core::formats::FormatError;
+use liveresults_core::ndjson::NdjsonError;
 use liveresults_core::{MemoryStore, ResultStore};
 use liveresults_runtime::reactions::MaterializedView;
 use liveresults_runtime::{channel_source, run_ndjson, RuntimeConfig, SourceError, SourceReport};
@@ -98,10 +99,10 @@ async fn an_over_long_line_is_rejected() {
     assert!(
         matches!(
             err,
-            SourceError::LineTooLong {
+            SourceError::Ndjson(NdjsonError::LineTooLong {
                 line: 2,
                 limit: 256
-            }
+            })
         ),
         "{err}"
     );
