@@ -30,7 +30,8 @@
 //!   `0x03`): `1.0` and `1` hash alike, and `-0.0` is the integer `0`; one with an integral
 //!   value in `[2^63, 2^64)` as the unsigned integer (tag `0x08`);
 //! - every NaN is encoded with the bits `0x7FF8_0000_0000_0000`;
-//! - other floats (fractions, infinities, magnitudes of `2^63` and beyond) keep their bits.
+//! - other floats (fractions, infinities, NaN, integral values below `-2^63` or from `2^64` on)
+//!   keep their bits.
 //!
 //! Objects are sorted, so key order in the input never changes a signature. Lengths make the
 //! encoding prefix-free: `["ab"]` and `["a","b"]` cannot collide by construction.

@@ -51,7 +51,8 @@ pub enum ChangeItem {
     Rows {
         /// Upstream sequence.
         sequence: u64,
-        /// Effective operations, in order.
+        /// The diff mapping's operations in order, before last-write-wins: a signature may
+        /// repeat (a delete, then an upsert); applying them in order gives the committed rows.
         ops: Vec<ChangeOp>,
     },
     /// A control signal with its upstream sequence.

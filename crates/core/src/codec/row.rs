@@ -31,7 +31,7 @@
 //! ```
 //!
 //! Version 2 added `UInt` for integers above `i64::MAX`. A row is written as version 1 unless it
-//! holds such an integer, so every row an older build could write is still byte for byte the
+//! holds a `Value::UInt` (JSON parsing makes one only for such an integer), so every row an older build could write is still byte for byte the
 //! same, and an older build meeting a version 2 row says so instead of misreading it.
 //!
 //! Variant tags and lengths are bincode varints: values below 251 take one byte; 251, 252 and
