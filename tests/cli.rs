@@ -1,4 +1,6 @@
-//! The `liveresults` binary on a RocksDB directory: replay (with resume), stats, dump, clear.
+//! The `liveresults` binary on a RocksDB directory: replay (with resume), stats, dump, clear,
+//! verify.
+#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::path::Path;
@@ -181,4 +183,78 @@ fn config_file_rejects_unknown_keys_naming_the_line() {
         err.contains("lr.toml") && err.contains("line 5") && err.contains("key_colums"),
         "{err}"
     );
+}
+
+/// Damages the store in `data` with a raw RocksDB write: an undecodable row 5 of `orders`.
+fn damage_a_row(data: &str) {
+    use liveresults::rocksdb::rocksdb::{Options, DB};
+    let names = ["rows", "outbox", "meta", "checkpoints"];
+    let db = DB::open_cf(&Options::default(), data, names).unwrap();
+    let mut key = 6u16.to_be_bytes().to_vec();
+    key.extend_from_slice(b"orders");
+    key.extend_from_slice(&5u64.to_be_bytes());
+    db.put_cf(db.cf_handle("rows").unwrap(), key, [9u8])
+        .unwrap();
+    db.flush_wal(true).unwrap();
+}
+
+#[test]
+fn verify_exit_codes_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let input = dir.path().join("events.ndjson");
+    let mut events: Vec<(&str, u64)> = (1..=5).map(|s| ("orders", s)).collect();
+    events.push(("users", 1));
+    write_events(&input, &events);
+    ok(&["replay", input.to_str().unwrap(), "--data", data]);
+
+    // Clean: exit 0.
+    let out = ok(&["verify", "--data", data]);
+    assert!(out.contains("checked 2 queries: 6 rows, "), "{out}");
+    assert!(out.ends_with("clean: no problems found\n"), "{out}");
+
+    // Cannot check: exit 2, for a missing store, an unknown query, a locked store.
+    let missing = dir.path().join("missing");
+    let o = liveresults(&["verify", "--data", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no store at"), "{}", stderr(&o));
+    assert!(!missing.exists());
+    let o = liveresults(&["verify", "nope", "--data", data]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("query \"nope\" not found"),
+        "{}",
+        stderr(&o)
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime
+        .block_on(liveresults::RocksStore::open(
+            data,
+            liveresults::RocksStoreOptions::new(),
+        ))
+        .unwrap();
+    let o = liveresults(&["verify", "--data", data]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    runtime.block_on(store.close()).unwrap();
+
+    // Damaged: exit 1 and the exact finding; the undamaged query alone is clean.
+    damage_a_row(data);
+    let o = liveresults(&["verify", "--data", data]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("problems found: 1\n"), "{out}");
+    assert!(
+        out.contains("  query \"orders\": row 5 does not decode: unknown row format version 9"),
+        "{out}"
+    );
+    // The undecodable row is still a row: the count is right, nothing else is reported.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  ")).count(),
+        1,
+        "{out}"
+    );
+    let out = ok(&["verify", "users", "--data", data]);
+    assert!(out.contains("clean"), "{out}");
 }
