@@ -9,9 +9,6 @@
 //! filtered to the `runtime_crash_child_process` test. Kill rounds: 20, or
 //! `LIVERESULTS_CRASH_ROUNDS`; `LIVERESULTS_CRASH_SEED` replays a schedule.
 
-#[path = "../crates/runtime/tests/runtime/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -24,9 +21,10 @@ use liveresults::runtime::reactions::NdjsonLog;
 use liveresults::runtime::{run_ndjson, Reaction, Runtime, RuntimeConfig, DEFAULT_MAX_LINE_BYTES};
 use liveresults::{ResultStore, RocksStore, RocksStoreOptions};
 use liveresults_core::testing::crash::{crash_rounds, crash_seed, XorShift};
+use liveresults_runtime::testing::{
+    apply_log_line, interleave, model_values, store_rows, stream, Op,
+};
 use serde_json::Value as Json;
-
-use support::*;
 
 const CHILD_ENV: &str = "LIVERESULTS_RUNTIME_CRASH_CHILD";
 const EVENTS_PER_QUERY: usize = 2500;

@@ -2,117 +2,75 @@
 //! slows the pipelines (backpressure) instead of growing memory.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use liveresults_core::{Checkpoint, ResultStore};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::RetryPolicy;
+use crate::progress::ProgressWriter;
 use crate::reaction::{Delivery, Reaction};
-use crate::retry::store_retry;
+use crate::retry::{store_retry, with_backoff};
+use crate::status::Position;
 
-/// A reaction that failed for one query, as reported by the runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReactionFailure {
-    /// The reaction.
-    pub reaction_id: String,
-    /// The query it failed on.
-    pub query_id: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// Failures by `(reaction, query)`; a failed pair receives nothing until the query is reset.
-#[derive(Debug, Default)]
-pub(crate) struct Failures {
-    list: Mutex<Vec<ReactionFailure>>,
-}
-
-impl Failures {
-    pub(crate) fn record(&self, reaction_id: &str, query_id: &str, message: String) {
-        tracing::error!(reaction_id, query_id, error = %message, "reaction failed for query");
-        if let Ok(mut list) = self.list.lock() {
-            list.retain(|f| !(f.reaction_id == reaction_id && f.query_id == query_id));
-            list.push(ReactionFailure {
-                reaction_id: reaction_id.to_owned(),
-                query_id: query_id.to_owned(),
-                message,
-            });
-        }
-    }
-
-    pub(crate) fn clear(&self, reaction_id: &str, query_id: &str) {
-        if let Ok(mut list) = self.list.lock() {
-            list.retain(|f| !(f.reaction_id == reaction_id && f.query_id == query_id));
-        }
-    }
-
-    pub(crate) fn contains(&self, reaction_id: &str, query_id: &str) -> bool {
-        self.list
-            .lock()
-            .map(|l| {
-                l.iter()
-                    .any(|f| f.reaction_id == reaction_id && f.query_id == query_id)
-            })
-            .unwrap_or(false)
-    }
-
-    pub(crate) fn all(&self) -> Vec<ReactionFailure> {
-        self.list.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-/// Delivers one delivery to a reaction with retries, then checkpoints durable reactions.
+/// Delivers one delivery to a reaction with retries, checkpoints durable reactions, then
+/// publishes the reaction's new position. A reaction that failed for the query gets nothing
+/// but resets until one succeeds.
 pub(crate) async fn deliver_one(
     reaction: &dyn Reaction,
     store: &dyn ResultStore,
     retry: RetryPolicy,
-    failures: &Failures,
+    progress: &ProgressWriter,
     delivery: &Delivery,
 ) {
     let (id, query_id) = (reaction.id(), delivery.query_id());
     if let Delivery::Reset { .. } = delivery {
-        failures.clear(id, query_id);
-    } else if failures.contains(id, query_id) {
+        progress.clear_failure(query_id);
+    } else if progress.failed(query_id) {
         return;
     }
-    let mut backoff = retry.initial_backoff;
-    let mut attempt = 1;
-    loop {
-        match reaction.deliver(delivery).await {
-            Ok(()) => break,
-            Err(e) if attempt < retry.max_attempts.max(1) => {
-                tracing::warn!(reaction_id = id, query_id, attempt, error = %e, "reaction failed, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(retry.max_backoff);
-                attempt += 1;
-            }
-            Err(e) => {
-                failures.record(id, query_id, e.message);
-                return;
-            }
+    // Where the reaction is once this delivery is handled (`None`: no new position). Snapshot
+    // rows and the snapshot's end belong to the epoch of the reset that began the rebuild.
+    let (epoch, reached) = match delivery {
+        Delivery::Reset { epoch, .. } => (*epoch, Some(None)),
+        Delivery::Change(change) => (change.epoch, Some(Some(change.span.last))),
+        Delivery::SnapshotDone { sequence, .. } => {
+            (progress.position(query_id).epoch, Some(*sequence))
+        }
+        Delivery::SnapshotRows { .. } => (progress.position(query_id).epoch, None),
+    };
+    let delivered = with_backoff(
+        retry,
+        || reaction.deliver(delivery),
+        |e, attempt| {
+            tracing::warn!(reaction_id = id, query_id, attempt, error = %e, "reaction failed, retrying");
+            true
+        },
+    )
+    .await;
+    if let Err(e) = delivered {
+        progress.fail(id, query_id, epoch, e.message);
+        return;
+    }
+    let Some(sequence) = reached else {
+        return;
+    };
+    if reaction.durable() && !matches!(delivery, Delivery::Reset { .. }) {
+        let checkpoint = Checkpoint {
+            sequence,
+            config_hash: reaction.config_hash(),
+        };
+        let saved = store_retry(retry, "save_checkpoint", || {
+            store.save_checkpoint(id, query_id, checkpoint)
+        })
+        .await;
+        if let Err(e) = saved {
+            progress.fail(id, query_id, epoch, format!("saving checkpoint: {e}"));
+            return;
         }
     }
-    if !reaction.durable() {
-        return;
-    }
-    let sequence = match delivery {
-        Delivery::Change(change) => Some(change.span.last),
-        Delivery::SnapshotDone { sequence, .. } => *sequence,
-        Delivery::Reset { .. } | Delivery::SnapshotRows { .. } => return,
-    };
-    let checkpoint = Checkpoint {
-        sequence,
-        config_hash: reaction.config_hash(),
-    };
-    let saved = store_retry(retry, "save_checkpoint", || {
-        store.save_checkpoint(id, query_id, checkpoint)
-    })
-    .await;
-    if let Err(e) = saved {
-        failures.record(id, query_id, format!("saving checkpoint: {e}"));
-    }
+    progress.record(query_id, Position { epoch, sequence });
 }
 
 /// What a reaction worker's queue carries.
@@ -131,7 +89,7 @@ pub(crate) fn spawn_worker(
     reaction: Arc<dyn Reaction>,
     store: Arc<dyn ResultStore>,
     retry: RetryPolicy,
-    failures: Arc<Failures>,
+    progress: ProgressWriter,
     capacity: usize,
 ) -> (mpsc::Sender<Work>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Work>(capacity);
@@ -139,7 +97,7 @@ pub(crate) fn spawn_worker(
         while let Some(work) = rx.recv().await {
             match work {
                 Work::Deliver(delivery) => {
-                    deliver_one(&*reaction, &*store, retry, &failures, &delivery).await
+                    deliver_one(&*reaction, &*store, retry, &progress, &delivery).await;
                 }
                 Work::Barrier(done) => {
                     let _ = done.send(());

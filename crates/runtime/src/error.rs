@@ -110,6 +110,26 @@ pub enum RuntimeError {
     /// Two reactions share an id (checkpoints are keyed by it).
     #[error("two reactions share the id {0:?}")]
     DuplicateReaction(String),
+    /// While waiting for reactions to catch up: this reaction failed for the query and
+    /// receives nothing more for it until the query is reset.
+    #[error("reaction {reaction_id:?} failed for query {query_id:?}: {message}")]
+    ReactionFailed {
+        /// The reaction.
+        reaction_id: String,
+        /// The query.
+        query_id: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// While waiting for reactions to catch up: the runtime stopped this reaction's worker
+    /// before it got there.
+    #[error("reaction {reaction_id:?} stopped before catching up on query {query_id:?}")]
+    ReactionStopped {
+        /// The reaction.
+        reaction_id: String,
+        /// The query.
+        query_id: String,
+    },
 }
 
 /// Errors of the NDJSON source.

@@ -2,49 +2,39 @@
 //! commit, then delivery of the durable commit to reactions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use liveresults_core::codec::changes::{decode_changes, ChangeItem};
 use liveresults_core::formats::{ControlSignal, Event};
-use liveresults_core::{Commit, QueryInfo, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use liveresults_core::{Commit, QueryInfo, ResultStore, StoreError};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::config::{QueryConfig, RecoveryPolicy};
+use crate::config::{QueryConfig, RecoveryPolicy, RetryPolicy};
 use crate::delivery::Work;
+use crate::envelope::{Ack, Applied, Envelope};
 use crate::error::{StopReason, SubmitError};
 use crate::group::Group;
+use crate::metrics::RuntimeMetrics;
 use crate::reaction::{CommittedChange, Delivery};
 use crate::retry::{commit_retrying, store_retry};
-use crate::runtime::Shared;
-use crate::status::QueryState;
+use crate::status::{QueryState, Registry};
 
-/// What happened to a submitted event (or atomic batch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// Committed durably; `sequence` is the commit's last sequence.
-    Committed {
-        /// The query's committed sequence after the commit.
-        sequence: u64,
-    },
-    /// Already committed before (a redelivery); nothing changed.
-    Skipped {
-        /// The query's committed sequence.
-        committed: Option<u64>,
-    },
-    /// A `deleted` signal: the query's results were cleared and it no longer accepts events.
-    Deprovisioned,
-}
-
-pub(crate) type Ack = oneshot::Sender<Result<Applied, SubmitError>>;
-
-/// What a pipeline's queue carries.
-pub(crate) enum Envelope {
-    /// One event, acknowledged once committed (or skipped) when `ack` is given.
-    Event(Box<Event>, Option<Ack>),
-    /// Events committed as ONE atomic commit (an ingest chunk).
-    Batch(Vec<Event>, Ack),
-    /// An operator's clear: reset the query (and restart it if stopped).
-    Clear(oneshot::Sender<Result<QueryInfo, SubmitError>>),
+/// What every pipeline needs from the runtime, and nothing more: the store, the knobs of
+/// committing, and where to publish what happened. The runtime builds it once and shares it;
+/// the pipeline never sees the runtime's own bookkeeping (its queues, tasks, reactions list).
+pub(crate) struct PipelineContext {
+    pub(crate) store: Arc<dyn ResultStore>,
+    pub(crate) retry: RetryPolicy,
+    /// Most events folded into one commit.
+    pub(crate) group_commit_events: usize,
+    /// How long a group waits for more events once one has arrived.
+    pub(crate) group_commit_delay: Duration,
+    /// Per-query status and committed positions.
+    pub(crate) registry: Registry,
+    pub(crate) metrics: RuntimeMetrics,
+    /// Queries AutoReset cleared, for upstream to re-bootstrap.
+    pub(crate) bootstrap_requests: broadcast::Sender<String>,
 }
 
 enum Order {
@@ -56,7 +46,7 @@ enum Order {
 pub(crate) struct Pipeline {
     query_id: String,
     config: QueryConfig,
-    shared: Arc<Shared>,
+    context: Arc<PipelineContext>,
     reactions: Vec<mpsc::Sender<Work>>,
     committed: Option<u64>,
     epoch: u64,
@@ -70,15 +60,15 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     pub(crate) fn new(
         query_id: String,
-        shared: Arc<Shared>,
+        config: QueryConfig,
+        context: Arc<PipelineContext>,
         reactions: Vec<mpsc::Sender<Work>>,
     ) -> Self {
-        let config = shared.config.query_config(&query_id).clone();
         let want_events = !reactions.is_empty();
         Pipeline {
             query_id,
             config,
-            shared,
+            context,
             reactions,
             committed: None,
             epoch: 0,
@@ -95,8 +85,8 @@ impl Pipeline {
             if let Err(e) = self.load().await {
                 self.stop(StopReason::Store(e.to_string()));
             }
-            let max = self.shared.config.group_commit_events;
-            let delay = self.shared.config.group_commit_delay;
+            let max = self.context.group_commit_events;
+            let delay = self.context.group_commit_delay;
             let mut pending = Vec::with_capacity(max);
             while let Some(first) = rx.recv().await {
                 pending.push(first);
@@ -121,22 +111,22 @@ impl Pipeline {
             tracing::debug!("pipeline drained");
         }
         .instrument(span)
-        .await
+        .await;
     }
 
     async fn load(&mut self) -> Result<(), StoreError> {
-        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let (store, retry) = (&self.context.store, self.context.retry);
         let info = store_retry(retry, "query_info", || store.query_info(&self.query_id)).await?;
         self.committed = info.sequence;
         self.epoch = info.epoch;
-        self.shared.registry.update(&self.query_id, |s| {
+        self.context.registry.update(&self.query_id, |s| {
             s.sequence = info.sequence;
             s.row_count = info.row_count;
             s.epoch = info.epoch;
         });
         if self.last_commit_was_deletion(info.sequence).await? {
-            self.shared.registry.update(&self.query_id, |s| {
-                s.upstream = Some(ControlSignal::Deleted)
+            self.context.registry.update(&self.query_id, |s| {
+                s.upstream = Some(ControlSignal::Deleted);
             });
             self.stop(StopReason::Deleted);
         }
@@ -149,7 +139,7 @@ impl Pipeline {
         let Some(sequence) = sequence else {
             return Ok(false);
         };
-        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let (store, retry) = (&self.context.store, self.context.retry);
         let after = sequence.checked_sub(1);
         let newest = match store_retry(retry, "read_outbox", || {
             store.read_outbox(&self.query_id, after, 1)
@@ -185,8 +175,8 @@ impl Pipeline {
 
     fn stop(&mut self, reason: StopReason) {
         tracing::error!(reason = %reason, committed = ?self.committed, "query stopped");
-        self.shared.registry.update(&self.query_id, |s| {
-            s.state = QueryState::Stopped(reason.clone())
+        self.context.registry.update(&self.query_id, |s| {
+            s.state = QueryState::Stopped(reason.clone());
         });
         self.stopped = Some(reason);
     }
@@ -200,7 +190,7 @@ impl Pipeline {
                         let _ = ack.send(Ok(applied));
                     }
                     (Ok(None), Some(ack)) => {
-                        self.acks.push((ack, Applied::Skipped { committed: None }))
+                        self.acks.push((ack, Applied::Skipped { committed: None }));
                     }
                     (Err(e), Some(ack)) => {
                         let _ = ack.send(Err(e));
@@ -210,7 +200,7 @@ impl Pipeline {
                 // Only now, with the event's ack registered, may a full group be flushed: an
                 // ack registered after its commit would be answered by a later one (or not
                 // at all, with a wrong outcome).
-                if self.group.events() >= self.shared.config.group_commit_events {
+                if self.group.events() >= self.context.group_commit_events {
                     self.flush().await;
                 }
             }
@@ -246,7 +236,7 @@ impl Pipeline {
                 let result = self.reset("operator clear").await;
                 if result.is_ok() {
                     self.stopped = None;
-                    self.shared
+                    self.context
                         .registry
                         .update(&self.query_id, |s| s.state = QueryState::Running);
                 }
@@ -277,7 +267,7 @@ impl Pipeline {
         let sequence = event.sequence();
         match self.order(sequence) {
             Order::Skip => {
-                self.shared
+                self.context
                     .registry
                     .update(&self.query_id, |s| s.skipped += 1);
                 return Ok(Some(Applied::Skipped {
@@ -287,7 +277,9 @@ impl Pipeline {
             Order::Next => {}
             Order::Gap => {
                 let committed = self.group.last().or(self.committed);
-                self.shared.registry.update(&self.query_id, |s| s.gaps += 1);
+                self.context
+                    .registry
+                    .update(&self.query_id, |s| s.gaps += 1);
                 // A signal that clears the query makes the missing events moot: `deleted`
                 // (under every policy: the query is gone whatever was missed) and
                 // `bootstrapStarted` under AutoReset. Applying the policy as well would stop
@@ -333,10 +325,10 @@ impl Pipeline {
                             "sequence gap: resetting query"
                         );
                         self.reset_or_stop("sequence gap").await?;
-                        self.shared
+                        self.context
                             .registry
                             .update(&self.query_id, |s| s.awaiting_bootstrap = true);
-                        let _ = self.shared.bootstrap_requests.send(self.query_id.clone());
+                        let _ = self.context.bootstrap_requests.send(self.query_id.clone());
                     }
                 }
             }
@@ -406,13 +398,13 @@ impl Pipeline {
                 let _ = wait.await;
             }
         }
-        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let (store, retry) = (&self.context.store, self.context.retry);
         let info = store_retry(retry, "clear", || store.clear_query(&self.query_id))
             .instrument(span)
             .await?;
         self.committed = None;
         self.epoch = info.epoch;
-        self.shared.registry.update(&self.query_id, |s| {
+        self.context.registry.update(&self.query_id, |s| {
             s.sequence = None;
             s.row_count = 0;
             s.epoch = info.epoch;
@@ -434,7 +426,7 @@ impl Pipeline {
             return;
         };
         let span = tracing::debug_span!("group_commit", query_id = %self.query_id, first = group.span.first, last = group.span.last);
-        let (store, retry) = (&self.shared.store, self.shared.config.retry);
+        let (store, retry) = (&self.context.store, self.context.retry);
         let mutations = group.mutations();
         let commit = Commit::sequenced(&mutations, group.span, &group.payload);
         let result = commit_retrying(&**store, retry, &self.query_id, commit)
@@ -459,7 +451,7 @@ impl Pipeline {
         self.committed = Some(group.span.last);
         let upstream = group.signals.last().copied();
         let source_time_ms = group.source_time_ms;
-        self.shared.registry.update(&self.query_id, |s| {
+        self.context.registry.update(&self.query_id, |s| {
             s.sequence = receipt.sequence;
             s.row_count = receipt.row_count;
             s.commits += 1;
@@ -471,7 +463,7 @@ impl Pipeline {
                 }
             }
         });
-        self.shared.metrics.record_commit(group.items, row_ops);
+        self.context.metrics.record_commit(group.items, row_ops);
         let applied = Applied::Committed {
             sequence: group.span.last,
         };

@@ -8,9 +8,11 @@ use liveresults_core::codec::row::decode_row;
 use liveresults_core::{QueryInfo, ResultStore, StoreError};
 
 use crate::config::{RecoveryPolicy, RetryPolicy};
-use crate::delivery::{deliver_one, Failures};
+use crate::delivery::deliver_one;
+use crate::progress::ProgressWriter;
 use crate::reaction::{CommittedChange, Delivery, Reaction};
 use crate::retry::store_retry;
+use crate::status::Position;
 
 /// Outbox entries read per round trip while catching up.
 const CATCH_UP_BATCH: usize = 256;
@@ -30,7 +32,7 @@ pub(crate) async fn recover(
     policy: RecoveryPolicy,
     retry: RetryPolicy,
     chunk_rows: usize,
-    failures: &Failures,
+    progress: &ProgressWriter,
 ) -> Result<(), StoreError> {
     let query_id = info.query_id.as_str();
     let start = if reaction.durable() {
@@ -59,9 +61,10 @@ pub(crate) async fn recover(
     };
     let reason = match start {
         Start::CatchUp(position) => {
-            match catch_up(reaction, store, info, position, retry, failures).await {
+            match catch_up(reaction, store, info, position, retry, progress).await {
                 Ok(applied) => {
                     tracing::info!(applied, "caught up from the outbox");
+                    caught_up(progress, info);
                     return Ok(());
                 }
                 Err(StoreError::OutboxGap {
@@ -75,15 +78,31 @@ pub(crate) async fn recover(
         Start::Rebuild(reason) => reason,
     };
     if policy == RecoveryPolicy::Strict && reaction.durable() {
-        failures.record(
+        progress.fail(
             reaction.id(),
             query_id,
+            info.epoch,
             format!("cannot recover under Strict: {reason}; clear the query or use AutoReset"),
         );
         return Ok(());
     }
     tracing::info!(%reason, "rebuilding from a snapshot");
-    rebuild(reaction, store, query_id, retry, chunk_rows, failures).await
+    rebuild(reaction, store, query_id, retry, chunk_rows, progress).await?;
+    caught_up(progress, info);
+    Ok(())
+}
+
+/// Publishes that a recovered reaction is at the query's position: no event is accepted
+/// during recovery, so that is where the store is. Catching up with nothing to replay
+/// delivers nothing, and the position would otherwise stay unknown until the next commit.
+fn caught_up(progress: &ProgressWriter, info: &QueryInfo) {
+    if !progress.failed(&info.query_id) {
+        let position = Position {
+            epoch: info.epoch,
+            sequence: info.sequence,
+        };
+        progress.record(&info.query_id, position);
+    }
 }
 
 async fn catch_up(
@@ -92,7 +111,7 @@ async fn catch_up(
     info: &QueryInfo,
     mut position: Option<u64>,
     retry: RetryPolicy,
-    failures: &Failures,
+    progress: &ProgressWriter,
 ) -> Result<usize, StoreError> {
     let mut applied = 0;
     // No checkpoint in a query that has been cleared: the reaction may still hold rows of an
@@ -112,7 +131,7 @@ async fn catch_up(
                 query_id: query_id.to_owned(),
                 epoch: info.epoch,
             };
-            deliver_one(reaction, store, retry, failures, &reset).await;
+            deliver_one(reaction, store, retry, progress, &reset).await;
         }
         let Some(last) = entries.last() else {
             return Ok(applied);
@@ -124,7 +143,7 @@ async fn catch_up(
                 reaction,
                 store,
                 retry,
-                failures,
+                progress,
                 &Delivery::Change(Arc::new(change)),
             )
             .await;
@@ -140,7 +159,7 @@ pub(crate) async fn rebuild(
     query_id: &str,
     retry: RetryPolicy,
     chunk_rows: usize,
-    failures: &Failures,
+    progress: &ProgressWriter,
 ) -> Result<(), StoreError> {
     let mut snapshot =
         store_retry(retry, "snapshot", || store.snapshot(query_id, chunk_rows)).await?;
@@ -149,7 +168,7 @@ pub(crate) async fn rebuild(
         query_id: query_id.to_owned(),
         epoch: info.epoch,
     };
-    deliver_one(reaction, store, retry, failures, &reset).await;
+    deliver_one(reaction, store, retry, progress, &reset).await;
     while let Some(chunk) = snapshot.next_chunk().await? {
         let mut rows = Vec::with_capacity(chunk.len());
         for (signature, bytes) in chunk.iter() {
@@ -161,12 +180,12 @@ pub(crate) async fn rebuild(
             query_id: query_id.to_owned(),
             rows: Arc::new(rows),
         };
-        deliver_one(reaction, store, retry, failures, &delivery).await;
+        deliver_one(reaction, store, retry, progress, &delivery).await;
     }
     let done = Delivery::SnapshotDone {
         query_id: query_id.to_owned(),
         sequence: info.sequence,
     };
-    deliver_one(reaction, store, retry, failures, &done).await;
+    deliver_one(reaction, store, retry, progress, &done).await;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Retrying transient failures with exponential backoff.
+//! Retrying failures with exponential backoff: the runtime's one backoff loop, used for store
+//! operations (transient errors only) and reaction deliveries (any error) alike.
 
 use std::future::Future;
 
@@ -6,29 +7,54 @@ use liveresults_core::{Commit, CommitReceipt, ResultStore, StoreError};
 
 use crate::config::RetryPolicy;
 
-/// Runs `op` until it succeeds, fails permanently, or the attempts run out.
+/// Runs `op` until it succeeds, `retry` declines its error, or `policy.max_attempts` attempts
+/// (at least one) are spent, waiting between attempts from `initial_backoff`, doubled each
+/// time up to `max_backoff`. `retry(error, attempt)` is asked only while attempts remain, so it
+/// is also the place to log the retry; the last error is returned as it is.
+pub(crate) async fn with_backoff<T, E, F, Fut>(
+    policy: RetryPolicy,
+    mut op: F,
+    retry: impl Fn(&E, u32) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let attempts = policy.max_attempts.max(1);
+    let mut backoff = policy.initial_backoff;
+    let mut attempt = 1u32;
+    loop {
+        match op().await {
+            Err(e) if attempt < attempts && retry(&e, attempt) => {
+                tokio::time::sleep(backoff).await;
+                // Saturating: `Duration * 2` panics on overflow, and `max_backoff` is the
+                // caller's to choose.
+                backoff = backoff.saturating_mul(2).min(policy.max_backoff);
+                attempt += 1; // below `attempts`, a u32, so this cannot overflow
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs a store operation until it succeeds, fails permanently, or the attempts run out.
 pub(crate) async fn store_retry<T, F, Fut>(
     policy: RetryPolicy,
     what: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut backoff = policy.initial_backoff;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt < policy.max_attempts.max(1) => {
-                tracing::warn!(operation = what, attempt, error = %e, "transient store error, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(policy.max_backoff);
-                attempt += 1;
-            }
-            other => return other,
+    with_backoff(policy, op, |e: &StoreError, attempt| {
+        let transient = e.is_transient();
+        if transient {
+            tracing::warn!(operation = what, attempt, error = %e, "transient store error, retrying");
         }
-    }
+        transient
+    })
+    .await
 }
 
 /// Commits with retries. An attempt can fail after its write landed (a timeout reported once

@@ -10,22 +10,23 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Backpressure, RuntimeConfig};
-use crate::delivery::{self, Failures, ReactionFailure, Work};
+use crate::delivery::{self, Work};
+use crate::envelope::{Applied, Envelope};
 use crate::error::{RuntimeError, SubmitError};
 use crate::metrics::{MetricsSnapshot, RuntimeMetrics};
-use crate::pipeline::{Applied, Envelope, Pipeline};
+use crate::pipeline::{Pipeline, PipelineContext};
+use crate::progress::{progress_channel, ProgressReader, ReactionFailure};
 use crate::reaction::Reaction;
 use crate::recovery;
 use crate::status::{Position, QueryStatus, Registry};
 
-/// State shared by the handle, the pipelines and the workers.
-pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn ResultStore>,
-    pub(crate) config: RuntimeConfig,
-    pub(crate) registry: Registry,
-    pub(crate) metrics: RuntimeMetrics,
-    pub(crate) bootstrap_requests: broadcast::Sender<String>,
-    failures: Arc<Failures>,
+/// State shared by the runtime and its handles.
+struct Shared {
+    /// What the pipelines see (store, commit knobs, status registry, metrics).
+    context: Arc<PipelineContext>,
+    config: RuntimeConfig,
+    /// Each reaction's progress per query, in reaction order.
+    progress: Vec<ProgressReader>,
     /// Taken at shutdown so the reaction workers see their queues close.
     reaction_senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
     pipelines: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
@@ -77,11 +78,12 @@ impl Runtime {
         reactions: Vec<Arc<dyn Reaction>>,
     ) -> Result<Runtime, RuntimeError> {
         delivery::check_unique_ids(&reactions).map_err(RuntimeError::DuplicateReaction)?;
-        let failures = Arc::new(Failures::default());
+        let (writers, readers): (Vec<_>, Vec<_>) =
+            reactions.iter().map(|r| progress_channel(r.id())).unzip();
         let queries = store.list_queries().await?;
         for info in &queries {
             let policy = config.query_config(&info.query_id).policy;
-            for reaction in &reactions {
+            for (reaction, progress) in reactions.iter().zip(&writers) {
                 recovery::recover(
                     &**reaction,
                     &*store,
@@ -89,19 +91,19 @@ impl Runtime {
                     policy,
                     config.retry,
                     config.snapshot_chunk_rows,
-                    &failures,
+                    progress,
                 )
                 .await?;
             }
         }
         let mut senders = Vec::with_capacity(reactions.len());
         let mut reaction_tasks = Vec::with_capacity(reactions.len());
-        for reaction in reactions {
+        for (reaction, progress) in reactions.into_iter().zip(writers) {
             let (tx, task) = delivery::spawn_worker(
                 reaction,
                 Arc::clone(&store),
                 config.retry,
-                Arc::clone(&failures),
+                progress,
                 config.reaction_queue_capacity,
             );
             senders.push(tx);
@@ -120,13 +122,19 @@ impl Runtime {
             reactions = senders.len(),
             "runtime started"
         );
-        let shared = Arc::new(Shared {
+        let context = Arc::new(PipelineContext {
             store,
-            config,
+            retry: config.retry,
+            group_commit_events: config.group_commit_events,
+            group_commit_delay: config.group_commit_delay,
             registry,
             metrics: RuntimeMetrics::default(),
             bootstrap_requests: broadcast::channel(64).0,
-            failures,
+        });
+        let shared = Arc::new(Shared {
+            context,
+            config,
+            progress: readers,
             reaction_senders: Mutex::new(Some(senders)),
             pipelines: Mutex::new(HashMap::new()),
             pipeline_tasks: Mutex::new(Vec::new()),
@@ -165,7 +173,7 @@ impl Runtime {
         for task in std::mem::take(&mut self.reaction_tasks) {
             let _ = task.await;
         }
-        shared.store.flush().await?;
+        shared.context.store.flush().await?;
         tracing::info!("runtime stopped");
         Ok(())
     }
@@ -204,7 +212,12 @@ impl RuntimeHandle {
             .clone()
             .ok_or(SubmitError::ShuttingDown)?;
         let (tx, rx) = mpsc::channel(self.shared.config.queue_capacity);
-        let pipeline = Pipeline::new(query_id.to_owned(), Arc::clone(&self.shared), reactions);
+        let pipeline = Pipeline::new(
+            query_id.to_owned(),
+            self.shared.config.query_config(query_id).clone(),
+            Arc::clone(&self.shared.context),
+            reactions,
+        );
         lock(&self.shared.pipeline_tasks).push(tokio::spawn(pipeline.run(rx)));
         pipelines.insert(query_id.to_owned(), tx.clone());
         Ok(tx)
@@ -276,39 +289,74 @@ impl RuntimeHandle {
         rx.await.map_err(|_| SubmitError::ShuttingDown)?
     }
 
-    /// The status of one query, if the runtime has seen it.
+    /// The status of one query, if the runtime has seen it, with every reaction's progress on it.
     pub fn status(&self, query_id: &str) -> Option<QueryStatus> {
-        self.shared.registry.get(query_id)
+        let mut status = self.shared.context.registry.get(query_id)?;
+        self.fill_reactions(&mut status);
+        Some(status)
     }
 
     /// The status of every query the runtime has seen, by id.
     pub fn statuses(&self) -> Vec<QueryStatus> {
-        self.shared.registry.all()
+        let mut all = self.shared.context.registry.all();
+        for status in &mut all {
+            self.fill_reactions(status);
+        }
+        all
+    }
+
+    fn fill_reactions(&self, status: &mut QueryStatus) {
+        let committed = Position {
+            epoch: status.epoch,
+            sequence: status.sequence,
+        };
+        status.reactions = (self.shared.progress.iter())
+            .map(|p| p.lag(&status.query_id, committed))
+            .collect();
+    }
+
+    /// Waits until every reaction has handled `query_id` up to the position committed when
+    /// this is called (that commit, or that clear), and returns that position. Commits are
+    /// acknowledged once durable; reactions get them afterwards, asynchronously, so this is
+    /// how to read a reaction's state (a view, a log) that includes everything acknowledged
+    /// so far. It waits on each reaction's published progress, without polling.
+    ///
+    /// Fails, instead of waiting forever, when a reaction has failed for the query (naming
+    /// it: it receives nothing more for the query until a reset) or when the runtime stopped
+    /// a reaction's worker before it got there.
+    pub async fn reactions_caught_up(&self, query_id: &str) -> Result<Position, RuntimeError> {
+        let target = self.shared.context.registry.position(query_id);
+        for progress in &self.shared.progress {
+            progress.clone().wait_for(query_id, target).await?;
+        }
+        Ok(target)
     }
 
     /// A watch of the query's committed position. Subscribe first, then read: a commit that
     /// lands in between still marks the receiver changed.
     pub fn watch(&self, query_id: &str) -> watch::Receiver<Position> {
-        self.shared.registry.watch(query_id)
+        self.shared.context.registry.watch(query_id)
     }
 
     /// Queries that AutoReset cleared and that upstream should re-bootstrap.
     pub fn bootstrap_requests(&self) -> broadcast::Receiver<String> {
-        self.shared.bootstrap_requests.subscribe()
+        self.shared.context.bootstrap_requests.subscribe()
     }
 
-    /// Reactions that failed, per query.
+    /// Reactions that failed, by reaction (in the runtime's order), then query.
     pub fn reaction_failures(&self) -> Vec<ReactionFailure> {
-        self.shared.failures.all()
+        (self.shared.progress.iter())
+            .flat_map(ProgressReader::failures)
+            .collect()
     }
 
     /// The runtime's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot()
+        self.shared.context.metrics.snapshot()
     }
 
     /// The store under the runtime.
     pub fn store(&self) -> &Arc<dyn ResultStore> {
-        &self.shared.store
+        &self.shared.context.store
     }
 }

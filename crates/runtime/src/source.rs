@@ -9,8 +9,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::envelope::Applied;
 use crate::error::{SourceError, SubmitError};
-use crate::pipeline::Applied;
 use crate::runtime::{Pending, RuntimeHandle};
 
 /// Longest NDJSON line accepted by default (16 MiB).

@@ -43,6 +43,42 @@ pub struct QueryStatus {
     /// Upstream source time (ms since the Unix epoch) of the newest committed event that
     /// carried one: how fresh the committed results are, for lag monitoring.
     pub source_time_ms: Option<u64>,
+    /// How far each reaction has processed this query, in the runtime's reaction order.
+    /// Filled in when the status is read through the runtime's handle.
+    pub reactions: Vec<ReactionLag>,
+}
+
+/// One reaction's progress on one query, next to the query's committed position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionLag {
+    /// The reaction's id.
+    pub reaction: String,
+    /// The epoch of the newest delivery the reaction has processed.
+    pub epoch: u64,
+    /// The newest sequence it has processed in that epoch (`None`: nothing since the reset).
+    pub sequence: Option<u64>,
+    /// Committed sequences it has not processed yet: the committed sequence minus its own in
+    /// the same epoch, or the whole committed sequence while it is still in an older epoch.
+    /// Sequences, not commits: a gap skipped upstream counts as lag until processed.
+    pub lag: u64,
+    /// Why the reaction failed for this query, if it did; it receives nothing more for the
+    /// query until the query is reset, so its lag stops shrinking.
+    pub failure: Option<String>,
+}
+
+impl ReactionLag {
+    /// The lag of a reaction at `processed` behind `committed` (see [`ReactionLag::lag`]).
+    pub(crate) fn sequences_behind(processed: Position, committed: Position) -> u64 {
+        let committed_sequence = committed.sequence.unwrap_or(0);
+        match processed.epoch.cmp(&committed.epoch) {
+            std::cmp::Ordering::Less => committed_sequence,
+            std::cmp::Ordering::Equal => {
+                committed_sequence.saturating_sub(processed.sequence.unwrap_or(0))
+            }
+            // Only while a clear is being published: the reaction already has the new epoch.
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
 }
 
 impl QueryStatus {
@@ -59,16 +95,19 @@ impl QueryStatus {
             skipped: 0,
             gaps: 0,
             source_time_ms: None,
+            reactions: Vec::new(),
         }
     }
 }
 
-/// A query's committed position: what change-feed readers wait on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A query's position: what is committed (change-feed readers wait on it), or what a reaction
+/// has processed. Positions order by epoch, then sequence (`None`, nothing yet in the epoch,
+/// first): a clear starts a new epoch that is ahead of everything before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
     /// The query's epoch.
     pub epoch: u64,
-    /// The committed sequence.
+    /// The sequence in that epoch (`None`: nothing committed, or processed, since the clear).
     pub sequence: Option<u64>,
 }
 
@@ -111,6 +150,15 @@ impl Registry {
             .ok()?
             .get(query_id)
             .map(|e| e.status.clone())
+    }
+
+    /// The query's committed position (the default for a query never seen).
+    pub(crate) fn position(&self, query_id: &str) -> Position {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(query_id).map(|e| *e.position.borrow()))
+            .unwrap_or_default()
     }
 
     pub(crate) fn all(&self) -> Vec<QueryStatus> {

@@ -66,7 +66,7 @@ impl NdjsonLog {
                     }
                 }
                 Some("snapshot_done") | Some("change") => {
-                    entry.sequence = value["sequence"].as_u64()
+                    entry.sequence = value["sequence"].as_u64();
                 }
                 _ => {}
             }
@@ -120,7 +120,7 @@ impl NdjsonLog {
                                         json!({"signature": signature, "row": row.to_json()}),
                                     ),
                                     RowChange::Delete { signature } => {
-                                        deletes.push(json!(signature))
+                                        deletes.push(json!(signature));
                                     }
                                 }
                             }

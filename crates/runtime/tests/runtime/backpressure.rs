@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use liveresults_core::MemoryStore;
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{
     Backpressure, Delivery, Reaction, ReactionError, RuntimeConfig, SubmitError,
 };
 use tokio::sync::Semaphore;
 
-use super::reactors::*;
 use super::start;
-use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reaction_bounds_what_is_queued_and_makes_submit_wait() {

@@ -14,7 +14,7 @@ use liveresults_runtime::{
     Applied, QueryState, RetryPolicy, Runtime, RuntimeConfig, StopReason, SubmitError,
 };
 
-use super::support::*;
+use liveresults_runtime::testing::*;
 
 /// Delegates to a `MemoryStore`, failing the next `fail_commits` commits with `class`.
 struct Faulty {
@@ -198,7 +198,7 @@ async fn a_permanent_error_stops_the_query_at_once_and_others_go_on() {
     let status = h.status("q").unwrap();
     match status.state {
         QueryState::Stopped(StopReason::Store(message)) => {
-            assert!(message.contains("injected failure"), "{message}")
+            assert!(message.contains("injected failure"), "{message}");
         }
         other => panic!("expected a store stop, got {other:?}"),
     }

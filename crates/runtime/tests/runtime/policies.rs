@@ -5,13 +5,12 @@ use std::sync::Arc;
 use liveresults_core::formats::ControlSignal;
 use liveresults_core::{MemoryStore, ResultStore};
 use liveresults_runtime::reactions::MaterializedView;
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{
     Applied, QueryConfig, QueryState, RecoveryPolicy, RuntimeConfig, StopReason, SubmitError,
 };
 
-use super::reactors::*;
 use super::start;
-use super::support::*;
 
 fn policy(policy: RecoveryPolicy) -> QueryConfig {
     QueryConfig {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use liveresults_core::{Checkpoint, MemoryStore, OutboxRetention, ResultStore};
 use liveresults_runtime::reactions::{MaterializedView, NdjsonLog};
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{QueryConfig, RecoveryPolicy, RuntimeConfig};
 use serde_json::Value as Json;
 
-use super::reactors::*;
 use super::start;
-use super::support::*;
 
 fn config(policy: RecoveryPolicy) -> RuntimeConfig {
     RuntimeConfig::new().default_query(QueryConfig {

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveresults_core::{MemoryStore, ResultStore};
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{
     Applied, QueryConfig, RecoveryPolicy, RuntimeConfig, StopReason, SubmitError,
 };
 
-use super::reactors::*;
 use super::start;
-use super::support::*;
 
 #[tokio::test]
 async fn redelivery_of_a_committed_sequence_is_skipped_and_changes_nothing() {

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use liveresults_core::MemoryStore;
 use liveresults_runtime::reactions::MaterializedView;
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{RuntimeConfig, SubmitError};
 
-use super::reactors::*;
 use super::start;
-use super::support::*;
 
 #[tokio::test]
 async fn events_queued_before_shutdown_are_committed_and_delivered() {

@@ -6,11 +6,11 @@ use liveresults_core::formats::FormatError;
 use liveresults_core::ndjson::NdjsonError;
 use liveresults_core::{MemoryStore, ResultStore};
 use liveresults_runtime::reactions::MaterializedView;
+use liveresults_runtime::testing::*;
 use liveresults_runtime::{channel_source, run_ndjson, RuntimeConfig, SourceError, SourceReport};
 use serde_json::json;
 
 use super::start;
-use super::support::*;
 
 /// NDJSON of both formats for two queries: `lib` events of query "a", platform ones of "b".
 fn input(n: u64) -> String {

@@ -1,26 +1,15 @@
 //! Integration tests of the reaction runtime, one module per area, all on the in-memory store
-//! (this crate must test without RocksDB; the root package runs the RocksDB variants).
+//! (this crate must test without RocksDB; the root package runs the RocksDB variants). Shared
+//! helpers and test reactions come from `liveresults_runtime::testing`.
 
-#[path = "runtime/reactors.rs"]
-mod reactors;
-#[path = "runtime/support.rs"]
-mod support;
-
-#[path = "runtime/backpressure.rs"]
 mod backpressure;
-#[path = "runtime/faults.rs"]
+mod caught_up;
 mod faults;
-#[path = "runtime/policies.rs"]
 mod policies;
-#[path = "runtime/reactions.rs"]
 mod reactions;
-#[path = "runtime/restart.rs"]
 mod restart;
-#[path = "runtime/sequencing.rs"]
 mod sequencing;
-#[path = "runtime/shutdown.rs"]
 mod shutdown;
-#[path = "runtime/sources.rs"]
 mod sources;
 
 use std::sync::Arc;

@@ -1,14 +1,15 @@
-//! Test reactions: a recorder of deliveries (optionally slow, durable, or checking that each
-//! change is already committed) and a durable materialized view.
+//! Test reactions: a recorder of deliveries (optionally slow, durable, failing, or checking
+//! that each change is already committed) and a durable materialized view.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::ReactionError;
+use crate::reaction::{ChangeEvent, Delivery, Reaction};
+use crate::reactions::MaterializedView;
 use async_trait::async_trait;
 use liveresults_core::ResultStore;
-use liveresults_runtime::reactions::MaterializedView;
-use liveresults_runtime::{ChangeEvent, Delivery, Reaction, ReactionError};
 
 /// A short, comparable description of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +30,14 @@ pub struct Recorder {
     durable: bool,
     config_hash: u64,
     delay: Duration,
+    fail_changes: bool,
+    /// Every delivery handled, in order.
     pub seen: Mutex<Vec<Seen>>,
-    /// Row-level changes applied, per query (for counting delivered events).
+    /// Row events (upstream batches) delivered in changes, over all queries.
     pub events: AtomicUsize,
     /// When set, every `Change` must already be committed in this store when delivered.
     check_durable: Option<Arc<dyn ResultStore>>,
+    /// Changes delivered before the store had them (see [`Recorder::checking`]).
     pub violations: Mutex<Vec<String>>,
 }
 
@@ -45,6 +49,7 @@ impl Recorder {
             durable: false,
             config_hash: 0,
             delay: Duration::ZERO,
+            fail_changes: false,
             seen: Mutex::new(Vec::new()),
             events: AtomicUsize::new(0),
             check_durable: None,
@@ -62,6 +67,13 @@ impl Recorder {
     /// Sleeps this long in every delivery.
     pub fn slow(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Fails every `Change` delivery (after its delay); other deliveries succeed, so a reset
+    /// still reaches it.
+    pub fn failing_changes(mut self) -> Self {
+        self.fail_changes = true;
         self
     }
 
@@ -115,6 +127,12 @@ impl Reaction for Recorder {
                 Seen::SnapshotDone(query_id.clone(), *sequence)
             }
             Delivery::Change(change) => {
+                if self.fail_changes {
+                    return Err(ReactionError::new(
+                        &self.id,
+                        format!("refusing change {:?}", change.span),
+                    ));
+                }
                 if let Some(store) = &self.check_durable {
                     let committed = store.query_info(&change.query_id).await.ok();
                     let ok = committed
@@ -150,6 +168,7 @@ impl Reaction for Recorder {
 /// A materialized view that declares itself durable: its state survives "restarts" because
 /// the test keeps the same instance, so on start it catches up from the outbox.
 pub struct DurableView {
+    /// The view itself.
     pub view: MaterializedView,
 }
 
