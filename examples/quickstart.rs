@@ -2,8 +2,13 @@
 //! the reaction runtime, restart, rebuild a reaction from a snapshot (no history replayed), and
 //! watch AutoReset recover from an upstream sequence gap.
 //!
+//! Reactions get each commit after it is durable, asynchronously: before reading what a
+//! reaction shows, the example waits with `RuntimeHandle::reactions_caught_up`, so every number
+//! it prints is true when printed, on every run.
+//!
 //! Run: `scripts/quickstart.sh` (or `cargo run --release --example quickstart`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use liveresults::core::formats::parse_event;
@@ -13,7 +18,7 @@ use liveresults::runtime::{
     run_ndjson, QueryConfig, RecoveryPolicy, Runtime, RuntimeConfig, DEFAULT_MAX_LINE_BYTES,
 };
 use liveresults::{ResultStore, RocksStore, RocksStoreOptions};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const ROOMS: &str = "hot-rooms";
 const ORDERS: &str = "orders-per-customer";
@@ -67,6 +72,15 @@ async fn print_queries(store: &dyn ResultStore) -> Result<(), Error> {
 
 type Error = Box<dyn std::error::Error>;
 
+/// Waits until every reaction has handled everything committed so far on both queries: what
+/// the dashboard shows afterwards includes every acknowledged commit.
+async fn reactions_caught_up(runtime: &Runtime) -> Result<(), Error> {
+    for query in [ROOMS, ORDERS] {
+        runtime.handle().reactions_caught_up(query).await?;
+    }
+    Ok(())
+}
+
 /// A running host: the store, the runtime and its two reactions.
 struct Host {
     store: Arc<RocksStore>,
@@ -119,19 +133,28 @@ async fn main() -> Result<(), Error> {
         report.submitted
     );
     print_queries(&**store).await?;
+    reactions_caught_up(runtime).await?;
     let before = view.all_rows();
+    println!(
+        "   the dashboard has caught up: {} hot rooms, {} customers with open orders",
+        view.query(ROOMS).rows.len(),
+        view.query(ORDERS).rows.len()
+    );
     stop(host).await?;
 
     println!("\n2. Restart: a fresh dashboard is rebuilt from a point-in-time snapshot");
     let host = start(dir.path()).await?;
     let (store, runtime, view) = (&host.store, &host.runtime, &host.view);
+    // Recovery finishes before `start` returns: no waiting needed here.
     let after = view.all_rows();
     for (query, rows) in &after {
         println!(
-            "    {:<22} {} rows rebuilt at sequence {:?}",
+            "    {:<22} {} rows rebuilt at sequence {}",
             query,
             rows.len(),
-            view.query(query).sequence
+            view.query(query)
+                .sequence
+                .map_or("-".into(), |s| s.to_string())
         );
     }
     println!(
@@ -169,9 +192,28 @@ async fn main() -> Result<(), Error> {
     );
     let status = runtime.handle().status(ROOMS).ok_or("no status")?;
     println!(
-        "   {ROOMS}: epoch {}, sequence {:?}, row count {} (only what arrived after the reset)",
-        status.epoch, status.sequence, status.row_count
+        "   {ROOMS}: epoch {}, sequence {}, row count {} (only what arrived after the reset)",
+        status.epoch,
+        status.sequence.map_or("-".into(), |s| s.to_string()),
+        status.row_count
     );
+    // The reset and the new commit reach the reactions after the commit is acknowledged.
+    let position = runtime.handle().reactions_caught_up(ROOMS).await?;
+    println!(
+        "   reactions caught up with epoch {}, sequence {}:",
+        position.epoch,
+        position.sequence.map_or("-".into(), |s| s.to_string())
+    );
+    let status = runtime.handle().status(ROOMS).ok_or("no status")?;
+    for reaction in &status.reactions {
+        println!(
+            "    {:<22} epoch {}, sequence {}, lag {}",
+            reaction.reaction,
+            reaction.epoch,
+            reaction.sequence.map_or("-".into(), |s| s.to_string()),
+            reaction.lag
+        );
+    }
     println!(
         "   dashboard rows for {ROOMS} after the reset: {}",
         view.query(ROOMS).rows.len()
@@ -180,6 +222,41 @@ async fn main() -> Result<(), Error> {
     stop(host).await?;
 
     let audit = std::fs::read_to_string(dir.path().join("audit.ndjson"))?;
-    println!("\n5. The audit-log reaction wrote {} lines (one per commit: group commit folds queued events), none twice across the restart", audit.lines().count());
+    let (logged, twice, resets) = audit_summary(&audit)?;
+    println!(
+        "\n5. The audit-log reaction logged {logged} committed sequences (group commit folds queued events into one line per commit) and {resets} reset; {twice} logged twice across the restart"
+    );
     Ok(())
+}
+
+/// Reads the audit log back: committed sequences logged, how many of them more than once
+/// (per query and epoch), and resets logged.
+fn audit_summary(audit: &str) -> Result<(usize, usize, usize), Error> {
+    let mut seen = BTreeSet::new();
+    let (mut logged, mut twice, mut resets) = (0, 0, 0);
+    for line in audit.lines() {
+        let line: Value = serde_json::from_str(line)?;
+        match line["type"].as_str() {
+            Some("reset") => resets += 1,
+            Some("change") => {
+                let (first, last) = (line["first_sequence"].as_u64(), line["sequence"].as_u64());
+                let (Some(first), Some(last)) = (first, last) else {
+                    return Err(format!("change line without its sequences: {line}").into());
+                };
+                for sequence in first..=last {
+                    let key = (
+                        line["query_id"].to_string(),
+                        line["epoch"].as_u64(),
+                        sequence,
+                    );
+                    logged += 1;
+                    if !seen.insert(key) {
+                        twice += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((logged, twice, resets))
 }
