@@ -183,6 +183,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
+    // Per query and reaction: what each reaction still has to handle (a failed one stops
+    // catching up, so its lag grows with every commit).
+    let name = "liveresults_reaction_lag";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Committed sequences a reaction has not handled yet, per query and reaction.",
+    );
+    for s in &statuses {
+        for r in &s.reactions {
+            let _ = writeln!(
+                out,
+                "{name}{{query=\"{}\",reaction=\"{}\"}} {}",
+                label(&s.query_id),
+                label(&r.reaction),
+                r.lag
+            );
+        }
+    }
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

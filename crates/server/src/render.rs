@@ -115,6 +115,15 @@ pub fn query(info: &QueryInfo, status: Option<&QueryStatus>) -> Json {
             "awaiting_bootstrap".into(),
             status.awaiting_bootstrap.into(),
         );
+        // Reactions get commits after they are durable, each at its own pace: how far each
+        // one has handled this query, and how many committed sequences it still has to.
+        let reactions: Vec<Json> = (status.reactions.iter())
+            .map(|r| {
+                json!({"reaction": r.reaction, "epoch": r.epoch, "sequence": r.sequence,
+                       "lag": r.lag, "failure": r.failure})
+            })
+            .collect();
+        map.insert("reactions".into(), reactions.into());
     }
     out
 }

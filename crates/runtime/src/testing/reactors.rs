@@ -1,5 +1,6 @@
-//! Test reactions: a recorder of deliveries (optionally slow, durable, failing, or checking
-//! that each change is already committed) and a durable materialized view.
+//! Test reactions: a recorder of deliveries (optionally slow, held at a gate, durable,
+//! failing, or checking that each change is already committed) and a durable materialized
+//! view.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use crate::reaction::{ChangeEvent, Delivery, Reaction};
 use crate::reactions::MaterializedView;
 use async_trait::async_trait;
 use liveresults_core::ResultStore;
+use tokio::sync::Semaphore;
 
 /// A short, comparable description of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +26,14 @@ pub enum Seen {
     Change(String, u64, u64, u64),
 }
 
-/// Records every delivery; optionally sleeps in each, fails, or checks the store.
+/// Records every delivery; optionally sleeps in each, waits at a gate, fails, or checks the
+/// store.
 pub struct Recorder {
     id: String,
     durable: bool,
     config_hash: u64,
     delay: Duration,
+    gate: Option<Arc<Semaphore>>,
     fail_changes: bool,
     /// Every delivery handled, in order.
     pub seen: Mutex<Vec<Seen>>,
@@ -49,6 +53,7 @@ impl Recorder {
             durable: false,
             config_hash: 0,
             delay: Duration::ZERO,
+            gate: None,
             fail_changes: false,
             seen: Mutex::new(Vec::new()),
             events: AtomicUsize::new(0),
@@ -67,6 +72,13 @@ impl Recorder {
     /// Sleeps this long in every delivery.
     pub fn slow(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Handles each delivery only after taking (and keeping) a permit of `gate`: the test
+    /// decides exactly how many deliveries get through, with no timing involved.
+    pub fn gated(mut self, gate: Arc<Semaphore>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -117,6 +129,12 @@ impl Reaction for Recorder {
     async fn deliver(&self, delivery: &Delivery) -> Result<(), ReactionError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        if let Some(gate) = &self.gate {
+            match gate.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(e) => return Err(ReactionError::new(&self.id, e)),
+            }
         }
         let seen = match delivery {
             Delivery::Reset { query_id, epoch } => Seen::Reset(query_id.clone(), *epoch),

@@ -5,13 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use liveresults_core::MemoryStore;
 use liveresults_runtime::testing::*;
-use liveresults_runtime::{
-    Delivery, Position, Reaction, ReactionError, ReactionLag, RetryPolicy, RuntimeConfig,
-    RuntimeError,
-};
+use liveresults_runtime::{Position, ReactionLag, RetryPolicy, RuntimeConfig, RuntimeError};
 use tokio::sync::Semaphore;
 
 use super::start;
@@ -95,30 +91,11 @@ async fn after_it_returns_a_slow_reaction_has_seen_the_reset() {
     rt.shutdown().await.unwrap();
 }
 
-/// A reaction that handles each delivery only once the test lets it.
-struct Gate {
-    permits: Semaphore,
-}
-
-#[async_trait]
-impl Reaction for Gate {
-    fn id(&self) -> &str {
-        "gate"
-    }
-
-    async fn deliver(&self, _delivery: &Delivery) -> Result<(), ReactionError> {
-        let permit = self.permits.acquire().await;
-        permit.map_err(|e| ReactionError::new("gate", e))?.forget();
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_shows_the_lag_of_a_held_reaction_and_the_wait_ends_when_it_catches_up() {
     let store = Arc::new(MemoryStore::new());
-    let gate = Arc::new(Gate {
-        permits: Semaphore::new(0),
-    });
+    let permits = Arc::new(Semaphore::new(0));
+    let gate = Arc::new(Recorder::new("gate").gated(permits.clone()));
     let view = Arc::new(Recorder::new("quick"));
     let rt = start(
         &store,
@@ -131,6 +108,7 @@ async fn the_status_shows_the_lag_of_a_held_reaction_and_the_wait_ends_when_it_c
         h.submit_and_wait(lib_add("q", s, s, 0)).await.unwrap();
     }
     // The gate has handled nothing yet: it is in epoch 0 with no sequence, 3 behind.
+    assert!(gate.seen().is_empty());
     assert_eq!(
         lag_of(&h, "q", "gate"),
         ReactionLag {
@@ -152,7 +130,7 @@ async fn the_status_shows_the_lag_of_a_held_reaction_and_the_wait_ends_when_it_c
         let h = h.clone();
         tokio::spawn(async move { h.reactions_caught_up("q").await })
     };
-    gate.permits.add_permits(3);
+    permits.add_permits(3);
     let position = tokio::time::timeout(HUNG, waiter)
         .await
         .expect("caught up in time")
@@ -161,6 +139,7 @@ async fn the_status_shows_the_lag_of_a_held_reaction_and_the_wait_ends_when_it_c
     assert_eq!(position.sequence, Some(3));
     assert_eq!(lag_of(&h, "q", "gate").lag, 0);
     assert_eq!(lag_of(&h, "q", "gate").sequence, Some(3));
+    assert_eq!(gate.changes().len(), 3);
     rt.shutdown().await.unwrap();
 }
 
