@@ -1,6 +1,5 @@
 //! The `liveresults` binary on a RocksDB directory: replay (with resume), stats, dump, clear,
 //! verify.
-#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::path::Path;
