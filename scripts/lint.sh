@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lint lanes CI runs before the tests: formatting, then clippy on every target of every
 # crate in the one release profile the tests use (so RocksDB's C++ build is shared).
-source "$(dirname "$0")/setup.sh"
+LIVERESULTS_TEST_SERVICES=1 source "$(dirname "$0")/setup.sh"
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

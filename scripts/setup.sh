@@ -12,32 +12,33 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+# apt_install PKG WHY: installs a Debian package (as root, or with sudo), or fails saying what
+# to install where there is no apt-get.
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "$1 not found ($2): install it with your distribution's package manager" >&2
+    exit 1
+  fi
+  echo "installing $1 ($2)" >&2
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
+}
+
 # bindgen (librocksdb-sys) needs libclang and clang's headers: libclang-dev on Debian.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/libclang.sh"
 if libclang_missing; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "libclang not found: install your distribution's libclang development package" >&2
-    exit 1
-  fi
-  echo "installing libclang-dev (needed by the rocksdb crate's bindgen)" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+  apt_install libclang-dev "needed by the rocksdb crate's bindgen"
   if ! libclang_loadable /; then
     echo "libclang-dev is installed but no libclang.so was found for bindgen" >&2
     exit 1
   fi
 fi
-# The Redis store's tests start their own redis-server processes (and fail without one).
-if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  echo "installing redis-server (needed by the liveresults-redis tests)" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
-elif ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: the liveresults-redis tests will fail until it is installed" >&2
+# The Redis store's tests start their own redis-server processes (and fail without one); only
+# the scripts that run tests ask for it (LIVERESULTS_TEST_SERVICES=1).
+if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  apt_install redis-server "needed by the liveresults-redis tests"
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
 mkdir -p "$CARGO_TARGET_DIR"
