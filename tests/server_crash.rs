@@ -178,7 +178,7 @@ async fn sigkill_during_ingest_keeps_every_acknowledged_chunk_and_no_partial_one
     // SIGTERM: graceful shutdown, exit 0, and the data is there on the next start.
     let mut server = start(&data);
     let (before, _) = snapshot(&http, &server.url).await;
-    let kill = std::process::Command::new("kill")
+    let kill = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
