@@ -6,7 +6,7 @@
 //! <ns>:{<id>}:rows         hash: 8-byte big-endian signature -> row bytes
 //! <ns>:{<id>}:outbox       sorted set, all scores 0: last (8 B BE) ++ first (8 B BE) ++ payload
 //! <ns>:{<id>}:log          sorted set, score = commit version: change log for snapshot readers
-//! <ns>:{<id>}:snapshots    string with a TTL: "a snapshot is being read, keep the change log"
+//! <ns>:{<id>}:snapshots    sorted set: snapshot reader token -> deadline (server ms)
 //! <ns>:{<id>}:checkpoints  hash: reaction id -> checkpoint record
 //! <ns>:{<id>}:trash        set of renamed-away keys a clear has not unlinked yet
 //! <ns>:{<id>}:trash:<token>:<kind>   a renamed-away key, unlinked right after the clear

@@ -16,6 +16,10 @@
 //! and a change log that exists only while snapshots are read. One index key lists every query
 //! id, ordered by id.
 //!
+//! The store talks to one server (or a proxy in front of a cluster) through one multiplexed,
+//! self-reconnecting connection. The key layout is ready for Redis Cluster — every script and
+//! every MULTI/EXEC touches one slot — but a cluster-routing client is not wired in yet.
+//!
 //! # Guarantees and how
 //!
 //! - **Atomic commits.** One commit is one Lua script (EVALSHA, loaded again on NOSCRIPT): the

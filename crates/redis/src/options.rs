@@ -47,7 +47,7 @@ pub struct RedisStoreOptions {
     pub(crate) namespace: String,
     pub(crate) outbox_retention: OutboxRetention,
     pub(crate) change_log_retention: OutboxRetention,
-    pub(crate) snapshot_marker_ttl: Duration,
+    pub(crate) snapshot_reader_ttl: Duration,
     pub(crate) snapshot_attempts: u32,
     pub(crate) scan_batch: usize,
     pub(crate) flush: FlushMode,
@@ -64,7 +64,7 @@ impl Default for RedisStoreOptions {
                 max_entries: 65_536,
                 max_bytes: 256 << 20,
             },
-            snapshot_marker_ttl: Duration::from_secs(30),
+            snapshot_reader_ttl: Duration::from_secs(30),
             snapshot_attempts: 8,
             scan_batch: 1024,
             flush: FlushMode::RoundTrip,
@@ -99,18 +99,19 @@ impl RedisStoreOptions {
     /// How much of the change log a query keeps while a snapshot of it is being read
     /// (default 65,536 commits / 256 MiB). A snapshot whose scan outlasts this window starts
     /// over; the log exists only while snapshots are read and is dropped by the first commit
-    /// after the last reader's marker expired.
+    /// after the last reader signed off (or its registration expired).
     #[must_use]
     pub fn change_log_retention(mut self, retention: OutboxRetention) -> Self {
         self.change_log_retention = retention;
         self
     }
 
-    /// How long a snapshot reader's "keep logging" marker lives without being refreshed
-    /// (default 30 s; every scan batch refreshes it). A reader stalled longer starts over.
+    /// How long a snapshot reader's registration ("commits: keep logging for me") lives
+    /// without being extended (default 30 s; the scan extends it every third of that). A
+    /// reader stalled longer starts over; a reader that died stops costing commits after it.
     #[must_use]
-    pub fn snapshot_marker_ttl(mut self, ttl: Duration) -> Self {
-        self.snapshot_marker_ttl = ttl;
+    pub fn snapshot_reader_ttl(mut self, ttl: Duration) -> Self {
+        self.snapshot_reader_ttl = ttl;
         self
     }
 

@@ -30,7 +30,7 @@ pub(crate) const UNKNOWN: &[u8] = b"unknown";
 
 /// A commit.
 ///
-/// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 snapshots marker.
+/// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 snapshot readers.
 /// ARGV: 1 `"1"` for a sequenced commit else `"0"`, 2 first sequence and 3 last sequence
 /// (8-byte big-endian), 4 payload, 5/6 outbox max entries/bytes, 7/8 change-log max
 /// entries/bytes, 9 number of upserts U, then U (signature, row) pairs, then the signatures to
@@ -39,7 +39,7 @@ pub(crate) const UNKNOWN: &[u8] = b"unknown";
 ///
 /// Reply: `{"ok", row count, inserted, deleted, sequence or ""}`, or a refusal tag.
 const COMMIT: &str = r#"
-local meta, rows, outbox, log, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, rows, outbox, log, readers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local LIMIT = 9007199254740992
 -- Arguments per HSET/HDEL call: Lua's unpack is limited to ~8,000 values, and one call per
 -- 1,000 rows is far cheaper than one per row. Even, so (signature, row) pairs stay whole.
@@ -88,7 +88,9 @@ while i <= #ARGV do
 end
 count = count + inserted - deleted
 ver = ver + 1
-if redis.call('EXISTS', marker) == 1 then
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if redis.call('ZCOUNT', readers, '(' .. fmt(now), '+inf') > 0 then
   -- A snapshot is being read: log this commit's mutations so the reader can replay them.
   local parts = {fmt(ver), ':'}
   for k = first_up, last_up, 2 do
@@ -107,8 +109,10 @@ if redis.call('EXISTS', marker) == 1 then
     n = n - 1
   end
 elseif lbytes > 0 then
-  -- No reader left: drop the log (freed in the background).
+  -- No reader left: drop the log (freed in the background) and readers that expired
+  -- without signing off.
   redis.call('UNLINK', log)
+  redis.call('ZREMRANGEBYSCORE', readers, '-inf', fmt(now))
   lbytes = 0
 end
 if sequenced then
@@ -163,12 +167,41 @@ redis.call('HSET', KEYS[1], 'epoch', e, 'rows', '0', 'obytes', '0', 'lbytes', '0
 return {'ok', e, redis.call('SMEMBERS', KEYS[6])}
 "#;
 
+/// A snapshot reader signs on: registers `token` until server time + `ttl` ms and reads the
+/// meta hash in the same atomic step, so every commit after the read sees the reader.
+///
+/// KEYS: 1 snapshot readers, 2 meta. ARGV: 1 token, 2 ttl in ms, 3.. the meta fields to read.
+/// Reply: the fields' values. The deadline uses the server's clock (`TIME`), the one commits
+/// compare it with, so client clocks never matter.
+const SNAPSHOT_BEGIN: &str = r#"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+return redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
+"#;
+
+/// A snapshot reader extends its registration; `XX` never re-registers a reader whose entry
+/// expired (commits may have skipped logging meanwhile: the reader must start over, and the
+/// missing versions in the log tell it so). Reply: 1 when extended, 0 otherwise.
+///
+/// KEYS: 1 snapshot readers. ARGV: 1 token, 2 ttl in ms.
+const SNAPSHOT_RENEW: &str = r#"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not deadline or tonumber(deadline) <= now then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+return 1
+"#;
+
 /// The scripts, hashed once; `invoke_async` sends EVALSHA and falls back to loading the
 /// script when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) clear: Script,
+    pub(crate) snapshot_begin: Script,
+    pub(crate) snapshot_renew: Script,
 }
 
 impl Scripts {
@@ -176,6 +209,8 @@ impl Scripts {
         Scripts {
             commit: Script::new(COMMIT),
             clear: Script::new(CLEAR),
+            snapshot_begin: Script::new(SNAPSHOT_BEGIN),
+            snapshot_renew: Script::new(SNAPSHOT_RENEW),
         }
     }
 }

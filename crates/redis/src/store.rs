@@ -40,9 +40,9 @@ struct Inner {
     scripts: Scripts,
     /// Queries this handle has put in the query index (one `ZADD` per query per handle).
     listed: Mutex<HashSet<String>>,
-    /// Makes the names a clear renames keys to unique across handles and processes.
-    trash_prefix: String,
-    trash_counter: AtomicU64,
+    /// Makes trash key names and snapshot reader tokens unique across handles and processes.
+    token_prefix: String,
+    token_counter: AtomicU64,
     closed: AtomicBool,
     snapshots: Counters,
 }
@@ -108,8 +108,8 @@ impl RedisStore {
                 options,
                 scripts: Scripts::new(),
                 listed: Mutex::default(),
-                trash_prefix: format!("{nanos:x}-{:x}", std::process::id()),
-                trash_counter: AtomicU64::new(0),
+                token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
+                token_counter: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 snapshots: Counters::default(),
             }),
@@ -135,6 +135,12 @@ impl RedisStore {
             return Err(StoreError::Closed);
         }
         Ok(self.inner.conn.clone())
+    }
+
+    /// A name no other clear or snapshot of any handle uses.
+    fn unique_token(&self) -> String {
+        let n = self.inner.token_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.inner.token_prefix)
     }
 
     fn keys(&self, query_id: &str) -> Result<QueryKeys, StoreError> {
@@ -288,8 +294,7 @@ impl ResultStore for RedisStore {
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         let keys = self.keys(query_id)?;
         let mut con = self.conn()?;
-        let n = self.inner.trash_counter.fetch_add(1, Ordering::Relaxed);
-        let token = format!("{}-{n:x}", self.inner.trash_prefix);
+        let token = self.unique_token();
         let mut invocation = self.inner.scripts.clear.prepare_invoke();
         invocation
             .key(keys.meta())
@@ -324,7 +329,9 @@ impl ResultStore for RedisStore {
             &con,
             &keys,
             query_id,
+            &self.unique_token(),
             &self.inner.options,
+            &self.inner.scripts,
             &self.inner.snapshots,
         )
         .await?;

@@ -176,15 +176,8 @@ async fn hostile_ids_are_isolated_and_clear_leaves_no_keys() {
         .unwrap();
     let mut leftover = Vec::new();
     for key in keys {
-        if key.ends_with(":snapshots") {
-            // A snapshot reader's marker: it expires by itself.
-            let ttl: i64 = redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            assert!(ttl > 0, "{key} has no TTL");
-        } else if !key.ends_with(":meta") && key != "lr:format" && key != "lr:queries" {
+        // Snapshot readers signed off, so no reader registry is left either.
+        if !key.ends_with(":meta") && key != "lr:format" && key != "lr:queries" {
             leftover.push(key);
         }
     }
@@ -209,4 +202,63 @@ async fn outbox_read_without_a_limit() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A server that forgot the scripts (restart, failover, `SCRIPT FLUSH`) answers EVALSHA with
+/// NOSCRIPT; the store loads the script again and the commit goes through exactly once.
+#[tokio::test]
+async fn commits_survive_a_script_flush() {
+    let server = RedisServer::start();
+    let store = server.connect(RedisStoreOptions::new()).await;
+    liveresults_core::testing::commit_at(&store, "q", 1, &[RowMutation::upsert(1, b"a")]).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    liveresults_core::testing::commit_at(&store, "q", 2, &[RowMutation::upsert(2, b"b")]).await;
+    let info = store.query_info("q").await.unwrap();
+    assert_eq!((info.sequence, info.row_count), (Some(2), 2));
+    assert_eq!(store.read_outbox("q", None, 10).await.unwrap().len(), 2);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(store.clear_query("q").await.unwrap().epoch, 1);
+}
+
+/// Commits log their mutations only while a snapshot is being read: once the reader signed
+/// off, the next commit drops the log and nothing of the reader is left.
+#[tokio::test]
+async fn the_change_log_lives_only_while_snapshots_are_read() {
+    let server = RedisServer::start();
+    let store = server.connect(RedisStoreOptions::new()).await;
+    let mut con = raw(&server).await;
+    let exists = |key: &'static str| redis::cmd("EXISTS").arg(key).to_owned();
+    liveresults_core::testing::commit_at(&store, "q", 1, &[RowMutation::upsert(1, b"a")]).await;
+    // Register a reader by hand, as a snapshot does, and commit while it is live.
+    let _: () = redis::cmd("ZADD")
+        .arg("lr:{q}:snapshots")
+        .arg(i64::MAX)
+        .arg("by-hand")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    liveresults_core::testing::commit_at(&store, "q", 2, &[RowMutation::upsert(2, b"b")]).await;
+    let logged: i64 = exists("lr:{q}:log").query_async(&mut con).await.unwrap();
+    assert_eq!(logged, 1, "a commit during a snapshot must log");
+    let _: () = redis::cmd("ZREM")
+        .arg("lr:{q}:snapshots")
+        .arg("by-hand")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // A real snapshot signs on and off by itself.
+    assert_eq!(store.read_snapshot("q").await.unwrap().len(), 2);
+    liveresults_core::testing::commit_at(&store, "q", 3, &[RowMutation::upsert(3, b"c")]).await;
+    for key in ["lr:{q}:log", "lr:{q}:snapshots"] {
+        let left: i64 = exists(key).query_async(&mut con).await.unwrap();
+        assert_eq!(left, 0, "{key} outlived its readers");
+    }
 }
