@@ -36,20 +36,27 @@
 //!   Trash a caller could not unlink (it died in between) is unlinked by the next clear.
 //! - **Point-in-time snapshots without blocking the server**: `HSCAN` in batches plus a replay
 //!   of the change log, exact at the sequence reported (the `snapshot` module explains why).
+//!   The snapshot is assembled in the client's memory before its first chunk is handed out
+//!   (the sequence is known only at the end of the scan), so a snapshot of a query costs
+//!   about that query's size in client memory while it is read.
 //! - **Outbox reads** are one MULTI/EXEC (eviction mark and entries from the same moment), so
 //!   evicted entries are `OutboxGap`, never a partial answer.
 //! - **Errors**: lost or refused connections, timeouts, `BUSY`, `LOADING`, `MASTERDOWN`,
 //!   `TRYAGAIN`, `CLUSTERDOWN` and `NOREPLICAS` are transient (the runtime retries them; the
 //!   connection manager reconnects meanwhile); everything else is permanent. Undecodable
 //!   stored values are `Corrupt` naming the record.
+//! - **Server settings**: `maxmemory-policy` must not evict keys without a TTL (`noeviction`
+//!   or `volatile-*`): an evicted row or meta hash would silently break every guarantee above.
+//!   `connect` warns when it can see an `allkeys-*` policy.
 //! - **Durability** is the server's: see [`FlushMode`] for what `flush` waits for (a round
 //!   trip, `WAIT` for replicas, or `WAITAOF`) and which server settings make an acknowledged
 //!   commit survive a power loss (`appendonly yes` + `appendfsync always`).
 //!
 //! # Commands it needs
 //!
-//! The store keeps to commands Redis-compatible servers (Valkey, Garnet with Lua enabled)
-//! provide as well. Only Redis 7.0 is tested here.
+//! Redis 5.0 or later (scripts replicated by their effects, so a script may read `TIME`
+//! before it writes); only Redis 7.0 is tested here. The store keeps to commands
+//! Redis-compatible servers (Valkey, Garnet with Lua enabled) provide as well.
 //!
 //! - Scripting: `EVALSHA`, `EVAL`, `SCRIPT LOAD`; inside the scripts `HMGET`, `HGET`, `HSET`
 //!   (several field/value pairs), `HDEL` (several fields), `EXISTS`, `ZADD`, `ZCARD`,
@@ -70,6 +77,7 @@ mod options;
 mod records;
 mod reply;
 mod scripts;
+mod server_config;
 mod snapshot;
 mod store;
 

@@ -53,6 +53,7 @@ pub struct RedisStoreOptions {
     pub(crate) flush: FlushMode,
     pub(crate) response_timeout: Duration,
     pub(crate) connection_timeout: Duration,
+    pub(crate) reconnect_retries: usize,
 }
 
 impl Default for RedisStoreOptions {
@@ -70,6 +71,7 @@ impl Default for RedisStoreOptions {
             flush: FlushMode::RoundTrip,
             response_timeout: Duration::from_secs(30),
             connection_timeout: Duration::from_secs(5),
+            reconnect_retries: 3,
         }
     }
 }
@@ -142,6 +144,16 @@ impl RedisStoreOptions {
     #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Connection attempts (50 ms apart, doubling, at most 1 s) before a call made while the
+    /// server is unreachable fails with a transient error (default 3). Calls wait for these
+    /// attempts, so keep it small: the runtime retries transient errors with its own backoff,
+    /// and a call stuck in reconnects would hold up shutdown. Each later call tries again.
+    #[must_use]
+    pub fn reconnect_retries(mut self, retries: usize) -> Self {
+        self.reconnect_retries = retries;
         self
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use liveresults_core::contract_rules::{last_wins, validate_query_id};
@@ -19,6 +19,7 @@ use crate::options::{FlushMode, RedisStoreOptions};
 use crate::records::{self, Fields, Meta, META_FIELDS};
 use crate::reply::{self, Cleared, CommitReply};
 use crate::scripts::Scripts;
+use crate::server_config;
 use crate::snapshot::{self, Counters, SnapshotStats};
 
 /// The store format this build writes and reads (key layout, records, scripts).
@@ -67,7 +68,10 @@ impl RedisStore {
             redis::Client::open(url).map_err(|e| permanent(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout));
+            .set_connection_timeout(Some(options.connection_timeout))
+            .set_number_of_retries(options.reconnect_retries)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
         let mut conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(from_redis)?;
@@ -99,6 +103,7 @@ impl RedisStore {
                 ))
             }
         }
+        server_config::warn_on_eviction(&mut conn).await;
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

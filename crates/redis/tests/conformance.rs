@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use liveresults_core::testing::{env_number, run_model_test, Harness, ModelConfig};
 use liveresults_core::{LiveResultsWriter, OutboxRetention, ResultStore, RowMutation, StoreError};
@@ -77,6 +79,7 @@ async fn lost_connection_is_transient() {
         .await
         .unwrap();
     server.kill();
+    let t = std::time::Instant::now();
     let err = store
         .apply_mutations("q", &[RowMutation::upsert(2, b"b")])
         .await
@@ -88,6 +91,12 @@ async fn lost_connection_is_transient() {
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
+    // Calls during an outage fail within the few reconnect attempts, not after minutes.
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -261,4 +270,43 @@ async fn the_change_log_lives_only_while_snapshots_are_read() {
         let left: i64 = exists(key).query_async(&mut con).await.unwrap();
         assert_eq!(left, 0, "{key} outlived its readers");
     }
+}
+
+/// `flush` waits for what its mode asks and fails transiently when that cannot happen.
+#[tokio::test]
+async fn flush_modes() {
+    use liveresults_redis::FlushMode;
+    use std::time::Duration;
+    let server = RedisServer::start();
+    let plain = server.connect(RedisStoreOptions::new()).await;
+    plain
+        .apply_mutations("q", &[RowMutation::upsert(1, b"a")])
+        .await
+        .unwrap();
+    plain.flush().await.unwrap();
+    let none = FlushMode::WaitReplicas {
+        replicas: 0,
+        timeout: Duration::from_millis(50),
+    };
+    let store = server
+        .connect(RedisStoreOptions::new().flush_mode(none))
+        .await;
+    store.flush().await.unwrap();
+    let one = FlushMode::WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(50),
+    };
+    let store = server
+        .connect(RedisStoreOptions::new().flush_mode(one))
+        .await;
+    let err = store.flush().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
+    // A closed handle refuses everything, its clones included.
+    let clone = plain.clone();
+    plain.close().await.unwrap();
+    assert!(matches!(
+        clone.query_info("q").await,
+        Err(StoreError::Closed)
+    ));
 }

@@ -16,55 +16,49 @@ use liveresults_redis::{RedisStore, RedisStoreOptions};
 /// How long a fresh server may take to answer PING.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// A running `redis-server`, without persistence.
+/// A running `redis-server` (without persistence unless asked for).
 pub struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts a server; panics (never skips) when none can be started.
+    /// Starts a server without persistence; panics (never skips) when none can be started.
     pub fn start() -> RedisServer {
-        let binary =
-            std::env::var("LIVERESULTS_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server with `extra` arguments (`--appendonly yes`, say) after the defaults.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut last_error = String::new();
         // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir for redis-server");
-            let spawned = Command::new(&binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .args(["--protected-mode", "no", "--loglevel", "warning"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn();
-            let mut child = match spawned {
-                Ok(child) => child,
-                Err(e) => panic!(
-                    "cannot start {binary:?} ({e}): the Redis tests need a redis-server binary \
-                     (`apt-get install -y redis-server`, or run scripts/setup.sh); they never skip"
-                ),
-            };
-            match wait_ready(&mut child, port) {
-                Ok(()) => {
+            match spawn(port, dir.path(), &extra) {
+                Ok(child) => {
                     return RedisServer {
                         child,
                         port,
-                        _dir: dir,
+                        extra,
+                        dir,
                     }
                 }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_error = e;
-                }
+                Err(e) => last_error = e,
             }
         }
         panic!("redis-server did not come up: {last_error}");
+    }
+
+    /// Starts the server again on the same port and directory (after [`RedisServer::kill`]),
+    /// so a persistent server reloads its data and clients reconnect to the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port, self.dir.path(), &self.extra)
+            .unwrap_or_else(|e| panic!("redis-server did not come back: {e}"));
     }
 
     /// The server's URL.
@@ -89,6 +83,38 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Spawns `redis-server` on `port` with its files in `dir` and waits until it answers.
+fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
+    let binary =
+        std::env::var("LIVERESULTS_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let spawned = Command::new(&binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--protected-mode", "no", "--loglevel", "warning"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "cannot start {binary:?} ({e}): the Redis tests need a redis-server binary \
+             (`apt-get install -y redis-server`, or LIVERESULTS_TEST_SERVICES=1 scripts/setup.sh); \
+             they never skip"
+        ),
+    };
+    match wait_ready(&mut child, port) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
     }
 }
 
