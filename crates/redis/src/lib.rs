@@ -29,7 +29,8 @@
 //!   `SequenceRegression` (see the `scripts` module for why a script is all-or-nothing).
 //! - **Exact O(1) `row_count`**: the count lives in the meta hash, maintained by the script from
 //!   the return values of `HSET` (fields created) and `HDEL` (fields removed) after the batch's
-//!   last-write-wins rule, so it never needs a scan. `query_info` is one `HMGET`.
+//!   last-write-wins rule, so it never needs a scan, and checked against `HLEN` (O(1)) before
+//!   every commit writes anything. `query_info` is one `HMGET`.
 //! - **O(1) `clear` for the caller**: a script bumps the epoch, resets the meta hash and
 //!   `RENAME`s the rows, outbox, change log and checkpoints to fresh trash keys (O(1) whatever
 //!   their size); the caller then `UNLINK`s them, which frees them on a background thread.
@@ -59,15 +60,19 @@
 //! Redis-compatible servers (Valkey, Garnet with Lua enabled) provide as well.
 //!
 //! - Scripting: `EVALSHA`, `EVAL`, `SCRIPT LOAD`; inside the scripts `HMGET`, `HGET`, `HSET`
-//!   (several field/value pairs), `HDEL` (several fields), `EXISTS`, `ZADD`, `ZCARD`,
-//!   `ZPOPMIN`, `RENAME`, `SADD`, `SMEMBERS`, `UNLINK`.
+//!   (several field/value pairs), `HDEL` (several fields), `HLEN`, `EXISTS`, `TIME`, `ZADD`
+//!   (with `XX`), `ZCARD`, `ZCOUNT`, `ZSCORE`, `ZPOPMIN`, `ZREMRANGEBYSCORE`, `RENAME`,
+//!   `SADD`, `SMEMBERS`, `UNLINK`.
 //! - From the client: `MULTI`/`EXEC`, `HMGET`, `HGET`, `HSET`, `HDEL`, `HSCAN` (with `COUNT`),
-//!   `ZADD NX`, `ZRANGE` (by index), `ZRANGEBYLEX` and `ZRANGEBYSCORE` (with `LIMIT`),
-//!   `SET` (with `NX` and `PX`), `GET`, `UNLINK`, `SREM`, `PING`; `WAIT` or `WAITAOF`
+//!   `ZADD NX`, `ZREM`, `ZRANGE` (by index), `ZRANGEBYLEX` and `ZRANGEBYSCORE` (with
+//!   `LIMIT`), `SET NX`, `GET`, `UNLINK`, `SREM`, `PING`, `CONFIG GET` (optional, for the
+//!   eviction-policy warning); `WAIT` or `WAITAOF`
 //!   (Redis 7.2+) only when [`FlushMode`] asks for them.
 //!
-//! Garnet's API-compatibility list has every command above except `WAIT` and `WAITAOF`: use
-//! [`FlushMode::RoundTrip`] there (and start Garnet with Lua enabled).
+//! Garnet's API-compatibility list names every command above as implemented except `WAIT`
+//! and `WAITAOF` (use [`FlushMode::RoundTrip`] there, and start Garnet with Lua enabled).
+//! Neither Garnet nor Valkey is tested here: how their Lua runs these scripts (`TIME` before
+//! writes, `unpack`) is unverified.
 //!
 //! [`ResultStore`]: liveresults_core::ResultStore
 

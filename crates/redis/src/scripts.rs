@@ -64,6 +64,13 @@ if seq and #seq ~= 8 then return {'corrupt', 'stored sequence is not 8 bytes'} e
 if not (count and ver and obytes and lbytes and int(epoch)) then
   return {'corrupt', 'a stored number is not an integer below 2^53'}
 end
+-- The count is exact by construction (HSET/HDEL report what they changed); checking it
+-- against HLEN (O(1)) before writing anything catches a count someone else changed, and
+-- keeps the arithmetic below from ever going negative.
+local held = redis.call('HLEN', rows)
+if held ~= count then
+  return {'corrupt', 'row count ' .. fmt(count) .. ' but ' .. fmt(held) .. ' rows stored'}
+end
 local sequenced = ARGV[1] == '1'
 if sequenced and (before(ARGV[3], ARGV[2]) or (seq and not before(seq, ARGV[2]))) then
   return {'regression', seq or ''}

@@ -154,6 +154,28 @@ async fn corrupt_meta_record_is_a_typed_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // A plausible but wrong count is caught against HLEN before the commit writes anything.
+    let _: () = redis::cmd("HSET")
+        .arg("lr:{q}:meta")
+        .arg("rows")
+        .arg(7)
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let err = store
+        .apply_mutations("q", &[RowMutation::delete(1)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("row count 7 but 1 rows stored"),
+        "{err}"
+    );
+    let held: i64 = redis::cmd("HLEN")
+        .arg("lr:{q}:rows")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(held, 1, "the refused commit deleted a row");
 }
 
 /// Ids with braces and percent signs get distinct keys in one hash slot each, and a clear
