@@ -1,0 +1,254 @@
+//! The reaction's recovery decisions, driven deterministically: drasi-lib's snapshot comes from
+//! a fake `SnapshotFetcher` whose rows and `as_of_sequence` the test sets, and results are
+//! handed to the reaction the way drasi-lib's forwarder does (`enqueue_query_result`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use drasi_lib::channels::{QueryResult, ResultDiff};
+use drasi_lib::context::ReactionRuntimeContext;
+use drasi_lib::queries::output_state::{FetchError, SnapshotStream};
+use drasi_lib::{Reaction, SnapshotFetcher};
+use liveresults_core::codec::changes::{decode_changes, ChangeItem, ChangeOp};
+use liveresults_core::codec::row::decode_row;
+use liveresults_core::formats::{Diff, Event, ResultBatch};
+use liveresults_core::row::Value;
+use liveresults_core::{MemoryStore, ResultStore, SequenceSpan};
+use liveresults_drasi::LiveResultsReaction;
+use liveresults_runtime::{QueryState, Runtime, RuntimeConfig, RuntimeHandle};
+use serde_json::{json, Value as Json};
+
+const Q: &str = "q";
+
+/// What drasi-lib's `fetch_snapshot` answers.
+#[derive(Default)]
+struct FakeDrasi {
+    state: Mutex<(u64, Vec<(u64, Json)>)>,
+}
+
+impl FakeDrasi {
+    fn set(&self, as_of: u64, rows: Vec<(u64, Json)>) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (as_of, rows);
+    }
+}
+
+#[async_trait]
+impl SnapshotFetcher for FakeDrasi {
+    async fn fetch_snapshot(&self, _query_id: &str) -> Result<SnapshotStream, FetchError> {
+        let (as_of, rows) = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(SnapshotStream::from_keyed_stream(
+            futures_util::stream::iter(rows),
+            as_of,
+            7,
+        ))
+    }
+}
+
+struct Setup {
+    store: Arc<MemoryStore>,
+    runtime: Runtime,
+    reaction: LiveResultsReaction,
+    drasi: Arc<FakeDrasi>,
+    _updates: tokio::sync::mpsc::Receiver<drasi_lib::component_graph::ComponentUpdate>,
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Runtime::start(
+        store.clone() as Arc<dyn ResultStore>,
+        RuntimeConfig::new(),
+        Vec::new(),
+    )
+    .await?;
+    let reaction = LiveResultsReaction::new("lr", [Q], runtime.handle());
+    let drasi = Arc::new(FakeDrasi::default());
+    let (updates_tx, updates) = tokio::sync::mpsc::channel(256);
+    let mut context = ReactionRuntimeContext::new("test", "lr", None, updates_tx, None);
+    context.snapshot_fetcher = Some(drasi.clone());
+    reaction.initialize(context).await;
+    reaction.start().await?;
+    Ok(Setup {
+        store,
+        runtime,
+        reaction,
+        drasi,
+        _updates: updates,
+    })
+}
+
+fn add(signature: u64, id: &str, total: f64) -> ResultDiff {
+    ResultDiff::Add {
+        data: json!({"id": id, "total": total}),
+        row_signature: signature,
+    }
+}
+
+fn result(sequence: u64, diffs: Vec<ResultDiff>) -> QueryResult {
+    QueryResult::new(
+        Q.to_owned(),
+        sequence,
+        chrono::Utc::now(),
+        diffs,
+        HashMap::new(),
+    )
+}
+
+async fn rows(store: &MemoryStore) -> anyhow::Result<BTreeMap<u64, Json>> {
+    let mut out = BTreeMap::new();
+    for (signature, bytes) in store.snapshot(Q, 1024).await?.collect_rows().await? {
+        out.insert(signature, decode_row(&bytes)?.into_json());
+    }
+    Ok(out)
+}
+
+fn committed(handle: &RuntimeHandle) -> Option<u64> {
+    handle.status(Q).and_then(|s| s.sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upstream_restart_stale_rows_are_replaced_in_one_commit() -> anyhow::Result<()> {
+    let s = setup().await?;
+    for (seq, sig, id) in [(1, 1, "a"), (2, 2, "b"), (3, 3, "c")] {
+        s.reaction
+            .enqueue_query_result(result(seq, vec![add(sig, id, 150.0)]))
+            .await?;
+    }
+    s.reaction.settle().await;
+    assert_eq!(committed(&s.runtime.handle()), Some(3));
+
+    // Drasi restarted: its state is now b (changed) and d, at sequence 1.
+    s.drasi.set(
+        1,
+        vec![
+            (2, json!({"id": "b", "total": 175.0})),
+            (4, json!({"id": "d", "total": 400.0})),
+        ],
+    );
+    s.reaction.start().await?;
+    s.reaction
+        .enqueue_query_result(result(2, vec![add(5, "e", 500.0)]))
+        .await?;
+    s.reaction.settle().await;
+
+    let expected: BTreeMap<u64, Json> = [
+        (2, json!({"id": "b", "total": 175.0})),
+        (4, json!({"id": "d", "total": 400.0})),
+        (5, json!({"id": "e", "total": 500.0})),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rows(&s.store).await?, expected);
+    // The rebuild is ONE commit right after ours (4), holding exactly the diff; Drasi's 2 is 5.
+    let outbox = s.store.read_outbox(Q, Some(3), 10).await?;
+    let spans: Vec<SequenceSpan> = outbox.iter().map(|e| e.span).collect();
+    assert_eq!(
+        spans,
+        vec![SequenceSpan::single(4), SequenceSpan::single(5)]
+    );
+    let rebuild = decode_changes(&outbox[0].payload)?;
+    let ops: Vec<(bool, u64)> = match rebuild.as_slice() {
+        [ChangeItem::Rows { sequence: 4, ops }] => ops
+            .iter()
+            .map(|op| match op {
+                ChangeOp::Upsert { signature, .. } => (true, *signature),
+                ChangeOp::Delete { signature } => (false, *signature),
+            })
+            .collect(),
+        other => anyhow::bail!("rebuild commit holds {other:?}"),
+    };
+    assert_eq!(ops, vec![(true, 2), (true, 4), (false, 1), (false, 3)]);
+    let stats = s.reaction.stats();
+    assert_eq!((stats.rebuilds, stats.redeliveries), (1, 0), "{stats:?}");
+    assert_eq!(committed(&s.runtime.handle()), Some(5));
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeliveries_are_skipped_and_a_jump_reattaches() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.reaction
+        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
+        .await?;
+    s.reaction
+        .enqueue_query_result(result(2, vec![add(2, "b", 150.0)]))
+        .await?;
+    // drasi-lib replays its outbox after a reaction restart: already taken, skipped.
+    s.reaction
+        .enqueue_query_result(result(2, vec![add(2, "b", 150.0)]))
+        .await?;
+    assert_eq!(s.reaction.stats().redeliveries, 1);
+
+    // 3..=5 never arrive (say a failed delivery); Drasi's snapshot at 5 has a and c.
+    s.drasi.set(
+        5,
+        vec![
+            (1, json!({"id": "a", "total": 150.0})),
+            (3, json!({"id": "c", "total": 300.0})),
+        ],
+    );
+    s.reaction
+        .enqueue_query_result(result(5, vec![add(3, "c", 300.0)]))
+        .await?;
+    s.reaction
+        .enqueue_query_result(result(6, vec![add(6, "f", 600.0)]))
+        .await?;
+    s.reaction.settle().await;
+    let got = rows(&s.store).await?;
+    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, vec!["a", "c", "f"]);
+    let stats = s.reaction.stats();
+    assert_eq!(stats.rebuilds, 1, "{stats:?}");
+    // 2 (ours), the rebuild as 3, Drasi's 6 as 4: no gap in our numbering.
+    assert_eq!(committed(&s.runtime.handle()), Some(4));
+    assert_eq!(s.runtime.handle().status(Q).map(|st| st.gaps), Some(0));
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_query_is_cleared_and_rebuilt_from_drasi() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.reaction
+        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
+        .await?;
+    s.reaction.settle().await;
+    // Someone else's event leaves a gap under Strict: the runtime stops the query.
+    let stray = Event::Change(ResultBatch {
+        query_id: Q.to_owned(),
+        sequence: 9,
+        timestamp_ms: None,
+        diffs: vec![Diff::Add {
+            data: Value::from(json!({"id": "x"})),
+            signature: Some(99),
+        }],
+        metadata: None,
+    });
+    assert!(s.runtime.handle().submit_and_wait(stray).await.is_err());
+    assert!(matches!(
+        s.runtime.handle().status(Q).map(|st| st.state),
+        Some(QueryState::Stopped(_))
+    ));
+
+    s.drasi
+        .set(4, vec![(2, json!({"id": "b", "total": 200.0}))]);
+    s.reaction.start().await?;
+    s.reaction
+        .enqueue_query_result(result(5, vec![add(3, "c", 300.0)]))
+        .await?;
+    s.reaction.settle().await;
+    let got = rows(&s.store).await?;
+    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, vec!["b", "c"]);
+    let status = s
+        .runtime
+        .handle()
+        .status(Q)
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    assert_eq!(status.state, QueryState::Running);
+    // Cleared, so the rebuild is at Drasi's own as_of_sequence and 5 follows it.
+    assert_eq!(status.sequence, Some(5));
+    s.runtime.shutdown().await?;
+    Ok(())
+}
