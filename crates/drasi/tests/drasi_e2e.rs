@@ -10,6 +10,7 @@ use common::{
     drasi_rows, our_rows, push, push_all, start_drasi, wait_converged, Workload, BIG, QUERIES,
     SPENT,
 };
+use drasi_lib::ComponentStatus;
 use liveresults_core::testing::env_number;
 use liveresults_core::{MemoryStore, ResultStore};
 use liveresults_drasi::LiveResultsReaction;
@@ -158,5 +159,50 @@ async fn restarted_drasi_counting_from_one_is_not_skipped() -> anyhow::Result<()
     core.stop().await?;
     runtime.shutdown().await?;
     RocksStore::clone(&store).close().await?;
+    Ok(())
+}
+
+/// A query stopped and started again inside drasi-lib (an upstream restart within the process):
+/// after it, our rows still equal Drasi's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_stopped_and_started_in_drasi_stays_equal() -> anyhow::Result<()> {
+    let store: Arc<dyn ResultStore> = Arc::new(MemoryStore::new());
+    let runtime = Runtime::start(Arc::clone(&store), RuntimeConfig::new(), Vec::new()).await?;
+    let reaction = LiveResultsReaction::new("liveresults", QUERIES, runtime.handle());
+    let (core, source) = start_drasi(reaction.clone()).await?;
+    let mut workload = Workload::new(0x5EED_0005);
+    for _ in 0..300 {
+        push(&source, &workload.next_op()).await?;
+    }
+    wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    for query in QUERIES {
+        core.stop_query(query).await?;
+        wait_status(&core, query, ComponentStatus::Stopped).await?;
+        core.start_query(query).await?;
+        wait_status(&core, query, ComponentStatus::Running).await?;
+    }
+    for _ in 0..300 {
+        push(&source, &workload.next_op()).await?;
+    }
+    let at = wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    eprintln!("after stop/start: {at:?}, {:?}", reaction.stats());
+    core.shutdown().await?;
+    runtime.shutdown().await?;
+    Ok(())
+}
+
+async fn wait_status(
+    core: &drasi_lib::DrasiLib,
+    query: &str,
+    want: ComponentStatus,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + CONVERGE;
+    while core.get_query_status(query).await? != want {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{query} never {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
