@@ -187,6 +187,18 @@ struct Verifier<'a> {
 }
 
 impl<'a> Verifier<'a> {
+    fn malformed_key(&mut self, query: Option<&str>, column: Column, key: &[u8], reason: String) {
+        let key = key.to_vec();
+        self.push(
+            query,
+            Problem::MalformedKey {
+                column,
+                key,
+                reason,
+            },
+        );
+    }
+
     fn push(&mut self, query: Option<&str>, problem: Problem) {
         if self.report.findings.len() < self.options.max_findings {
             self.report.findings.push(Finding {
@@ -323,30 +335,14 @@ impl<'a> Verifier<'a> {
             while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
                 match query_of(key) {
                     Err(reason) => {
-                        let (column, key) = (Column::Meta, key.to_vec());
-                        self.push(
-                            None,
-                            Problem::MalformedKey {
-                                column,
-                                key,
-                                reason,
-                            },
-                        );
+                        self.malformed_key(None, Column::Meta, key, reason);
                     }
                     Ok((id, prefix_len)) if prefix_len != key.len() => {
                         let reason = format!(
                             "{} bytes after the query id (a meta key is the query's prefix alone)",
                             key.len() - prefix_len
                         );
-                        let (id, column, key) = (id.to_owned(), Column::Meta, key.to_vec());
-                        self.push(
-                            Some(&id),
-                            Problem::MalformedKey {
-                                column,
-                                key,
-                                reason,
-                            },
-                        );
+                        self.malformed_key(Some(id), Column::Meta, key, reason);
                     }
                     Ok((id, _)) => {
                         let id = id.to_owned();
@@ -403,15 +399,7 @@ impl<'a> Verifier<'a> {
             let id = match query_of(key) {
                 Ok((id, _)) => id.to_owned(),
                 Err(reason) => {
-                    let key = key.to_vec();
-                    self.push(
-                        None,
-                        Problem::MalformedKey {
-                            column,
-                            key,
-                            reason,
-                        },
-                    );
+                    self.malformed_key(None, column, key, reason);
                     iter.next();
                     continue;
                 }

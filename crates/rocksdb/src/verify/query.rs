@@ -51,15 +51,7 @@ impl Verifier<'_> {
             match keys::u64_suffix(&key[prefix_len..]) {
                 None => {
                     let reason = suffix_reason(key.len() - prefix_len, "a row signature");
-                    let (column, key) = (Column::Rows, key.to_vec());
-                    self.push(
-                        Some(query),
-                        Problem::MalformedKey {
-                            column,
-                            key,
-                            reason,
-                        },
-                    );
+                    self.malformed_key(Some(query), Column::Rows, key, reason);
                 }
                 Some(signature) => {
                     found += 1;
@@ -92,15 +84,7 @@ impl Verifier<'_> {
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let Some(last) = keys::u64_suffix(&key[prefix_len..]) else {
                 let reason = suffix_reason(key.len() - prefix_len, "the last sequence");
-                let (column, key) = (Column::Outbox, key.to_vec());
-                self.push(
-                    Some(query),
-                    Problem::MalformedKey {
-                        column,
-                        key,
-                        reason,
-                    },
-                );
+                self.malformed_key(Some(query), Column::Outbox, key, reason);
                 iter.next();
                 continue;
             };
@@ -259,15 +243,7 @@ impl Verifier<'_> {
             };
             match reaction {
                 Err(reason) => {
-                    let (column, key) = (Column::Checkpoints, key.to_vec());
-                    self.push(
-                        Some(query),
-                        Problem::MalformedKey {
-                            column,
-                            key,
-                            reason,
-                        },
-                    );
+                    self.malformed_key(Some(query), Column::Checkpoints, key, reason);
                 }
                 Ok(reaction) => {
                     self.report.checkpoints += 1;
