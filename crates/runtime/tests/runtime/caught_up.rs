@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use liveresults_core::MemoryStore;
 use liveresults_runtime::testing::*;
-use liveresults_runtime::{Position, ReactionLag, RetryPolicy, RuntimeConfig, RuntimeError};
+use liveresults_runtime::{
+    Position, ReactionLag, RetryPolicy, RuntimeConfig, RuntimeError, RuntimeHandle,
+};
 use tokio::sync::Semaphore;
 
 use super::start;
@@ -20,12 +22,20 @@ fn one_commit_per_event() -> RuntimeConfig {
 }
 
 /// The lag the status reports for reaction `id` on query `q`.
-fn lag_of(h: &liveresults_runtime::RuntimeHandle, q: &str, id: &str) -> ReactionLag {
+fn lag_of(h: &RuntimeHandle, q: &str, id: &str) -> ReactionLag {
     let status = h.status(q).expect("query status");
     match status.reactions.iter().find(|r| r.reaction == id) {
         Some(lag) => lag.clone(),
         None => panic!("no progress of {id} in {status:?}"),
     }
+}
+
+/// Waits (bounded by `HUNG`) until every reaction has processed `query`'s committed position.
+async fn caught_up(h: &RuntimeHandle, query: &str) -> Position {
+    tokio::time::timeout(HUNG, h.reactions_caught_up(query))
+        .await
+        .expect("caught up in time")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,10 +47,7 @@ async fn after_it_returns_a_slow_reaction_has_seen_every_acknowledged_commit() {
     for s in 1..=5 {
         h.submit_and_wait(lib_add("q", s, s, 0)).await.unwrap();
     }
-    let position = tokio::time::timeout(HUNG, h.reactions_caught_up("q"))
-        .await
-        .expect("caught up in time")
-        .unwrap();
+    let position = caught_up(&h, "q").await;
     assert_eq!(
         position,
         Position {
@@ -74,10 +81,7 @@ async fn after_it_returns_a_slow_reaction_has_seen_the_reset() {
         h.submit_and_wait(lib_add("q", s, s, 0)).await.unwrap();
     }
     h.clear_query("q").await.unwrap();
-    let position = tokio::time::timeout(HUNG, h.reactions_caught_up("q"))
-        .await
-        .expect("caught up in time")
-        .unwrap();
+    let position = caught_up(&h, "q").await;
     assert_eq!(
         position,
         Position {
@@ -180,10 +184,7 @@ async fn a_failed_reaction_is_named_instead_of_waited_for_until_a_reset_clears_i
     // A clear resets the failed reaction; waiting for the clear succeeds even though the
     // failure is still recorded when the wait begins (the reset is on its way to it).
     h.clear_query("q").await.unwrap();
-    let position = tokio::time::timeout(HUNG, h.reactions_caught_up("q"))
-        .await
-        .expect("caught up in time")
-        .unwrap();
+    let position = caught_up(&h, "q").await;
     assert_eq!(position.epoch, 1);
     assert_eq!(bad.seen().last(), Some(&Seen::Reset("q".into(), 1)));
     assert_eq!(lag_of(&h, "q", "bad").failure, None);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveresults_core::{MemoryStore, ResultStore};
-use liveresults_runtime::{Runtime, RuntimeConfig};
+use liveresults_runtime::{Reaction, Runtime, RuntimeConfig};
 use liveresults_server::{serve, AppState};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -31,7 +31,16 @@ impl Server {
         config: RuntimeConfig,
         tune: impl FnOnce(AppState) -> AppState,
     ) -> Server {
-        let runtime = Runtime::start(store, config, Vec::new()).await.unwrap();
+        Server::with_reactions(store, config, Vec::new(), tune).await
+    }
+
+    pub async fn with_reactions(
+        store: Arc<dyn ResultStore>,
+        config: RuntimeConfig,
+        reactions: Vec<Arc<dyn Reaction>>,
+        tune: impl FnOnce(AppState) -> AppState,
+    ) -> Server {
+        let runtime = Runtime::start(store, config, reactions).await.unwrap();
         let state = tune(AppState::new(runtime.handle()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
