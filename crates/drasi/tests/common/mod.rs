@@ -24,6 +24,19 @@ pub const BIG_QUERY: &str =
 pub const SPENT_QUERY: &str =
     "MATCH (o:Order) RETURN o.customer AS customer, sum(o.total) AS spent";
 
+/// Routes logs through the test harness (shown for failing tests only), at `warn` unless
+/// `RUST_LOG` says otherwise. Must come before `DrasiLib::build()`, which otherwise installs a
+/// subscriber writing every component event to the process's stdout.
+pub fn quiet_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails when a subscriber is already installed (an earlier test did it): fine.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// A drasi-lib with the application source, both queries and `reaction`, started.
 pub async fn start_drasi(
     reaction: impl drasi_lib::Reaction + 'static,
@@ -33,6 +46,7 @@ pub async fn start_drasi(
         durability: None,
     };
     let (source, handle) = ApplicationSource::new(SOURCE, config)?;
+    quiet_logs();
     let core = DrasiLib::builder()
         .with_id("liveresults-test")
         .with_source(source)
