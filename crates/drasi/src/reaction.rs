@@ -37,7 +37,7 @@ use drasi_lib::queries::output_state::SnapshotStream;
 use drasi_lib::reactions::BootstrapContext;
 use drasi_lib::{Reaction, ReactionBase, ReactionBaseParams, ReactionRecoveryPolicy};
 use liveresults_core::formats::{Event, ResultBatch};
-use liveresults_runtime::{Applied, Pending, RuntimeHandle, SubmitError};
+use liveresults_runtime::{Applied, Pending, QueryState, RuntimeHandle, SubmitError};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -239,6 +239,13 @@ impl LiveResultsReaction {
         }
     }
 
+    fn stopped(&self, query_id: &str) -> bool {
+        matches!(
+            self.handle.status(query_id).map(|s| s.state),
+            Some(QueryState::Stopped(_))
+        )
+    }
+
     async fn fetch_snapshot(&self, query_id: &str) -> Result<SnapshotStream, DrasiReactionError> {
         let fetcher = self
             .base
@@ -275,6 +282,16 @@ impl LiveResultsReaction {
         let mut snapshot = snapshot;
         let mut cleared = false;
         let (as_of, config_hash, committed, reconciled, outcome) = loop {
+            // A query the runtime stopped (after an earlier failure) accepts nothing until it is
+            // cleared; Drasi still has it, so clear it (once) and rebuild it whole.
+            if !cleared && self.stopped(query_id) {
+                tracing::warn!(
+                    query_id,
+                    "query is stopped; clearing it to rebuild from Drasi"
+                );
+                self.handle.clear_query(query_id).await?;
+                cleared = true;
+            }
             let as_of = snapshot.as_of_sequence;
             let config_hash = snapshot.config_hash;
             let (committed, reconciled) = self.diff_with(query_id, snapshot).await?;
@@ -302,8 +319,7 @@ impl LiveResultsReaction {
                         (Some(sequence), Decision::Rebuild),
                     );
                 }
-                // A query the runtime stopped (after an earlier failure) accepts nothing until
-                // it is cleared; clear it once and rebuild it whole from a fresh snapshot.
+                // Stopped between the check above and the commit: same remedy.
                 Err(DrasiReactionError::Submit(SubmitError::QueryStopped { reason, .. }))
                     if !cleared =>
                 {
@@ -327,7 +343,7 @@ impl LiveResultsReaction {
             drasi_config_hash = config_hash,
             committed_before = ?committed,
             committed_after = ?outcome.0,
-            changed = reconciled.diffs.len() as u64 - reconciled.deleted,
+            changed = (reconciled.diffs.len() as u64).saturating_sub(reconciled.deleted),
             deleted = reconciled.deleted,
             unchanged = reconciled.unchanged,
             "attached to Drasi query"
