@@ -192,9 +192,12 @@ impl LiveResultsReaction {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            Some(a) if Some(sequence) == a.last.checked_add(1) => a,
-            // Not attached since the last start, or Drasi skipped sequences: what we hold can
-            // no longer be trusted to be Drasi's state minus this result; re-attach.
+            // The next one, unless the runtime stopped the query since (a commit that failed
+            // beyond its retries): then everything after it would be refused too.
+            Some(a) if Some(sequence) == a.last.checked_add(1) && !self.stopped(query_id) => a,
+            // Not attached since the last start, Drasi skipped sequences, or the query stopped:
+            // what we hold can no longer be trusted to be Drasi's state minus this result;
+            // re-attach.
             _ => {
                 let snapshot = self.fetch_snapshot(query_id).await?;
                 let (a, _) = self.reconcile(&mut link, query_id, snapshot).await?;

@@ -291,3 +291,49 @@ async fn a_stopped_query_whose_rows_equal_drasi_still_resumes() -> anyhow::Resul
     s.runtime.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_stopped_while_running_heals_at_the_next_result() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.reaction
+        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
+        .await?;
+    s.reaction.settle().await;
+    let stray = Event::Change(ResultBatch {
+        query_id: Q.to_owned(),
+        sequence: 9,
+        timestamp_ms: None,
+        diffs: vec![Diff::Noop],
+        metadata: None,
+    });
+    assert!(s.runtime.handle().submit_and_wait(stray).await.is_err());
+
+    // No restart: the very next result finds the query stopped and rebuilds it from Drasi,
+    // whose snapshot already holds that result.
+    s.drasi.set(
+        2,
+        vec![
+            (1, json!({"id": "a", "total": 150.0})),
+            (2, json!({"id": "b", "total": 200.0})),
+        ],
+    );
+    s.reaction
+        .enqueue_query_result(result(2, vec![add(2, "b", 200.0)]))
+        .await?;
+    s.reaction
+        .enqueue_query_result(result(3, vec![add(3, "c", 300.0)]))
+        .await?;
+    s.reaction.settle().await;
+    let got = rows(&s.store).await?;
+    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, vec!["a", "b", "c"]);
+    let status = s
+        .runtime
+        .handle()
+        .status(Q)
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    assert_eq!(status.state, QueryState::Running);
+    assert_eq!(status.sequence, Some(3));
+    s.runtime.shutdown().await?;
+    Ok(())
+}
