@@ -205,7 +205,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     let [noop, rocks, grouped_rocks, memory] = rates.map(median);
     println!("{n} changes -> {results} results per run, median of {rounds} rounds:");
-    println!("  drasi-lib + no-op reaction:                          {noop:>9.0} results/s");
+    println!(
+        "  drasi-lib + {:<48} {noop:>9.0} results/s",
+        "no-op reaction"
+    );
     for (name, rate) in [
         ("LiveResultsReaction, RocksDB", rocks),
         (
@@ -215,7 +218,7 @@ fn main() -> anyhow::Result<()> {
         ("LiveResultsReaction, memory", memory),
     ] {
         println!(
-            "  drasi-lib + {name:<40} {rate:>9.0} results/s  ({:.2}x)",
+            "  drasi-lib + {name:<48} {rate:>9.0} results/s  ({:.2}x)",
             rate / noop
         );
     }
