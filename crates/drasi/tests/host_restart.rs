@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -251,15 +251,22 @@ fn parse_op(line: &str) -> anyhow::Result<Op> {
 
 // ---------------------------------------------------------------- the driver
 
+/// How long the driver waits for one answer before it calls the host hung: a hang must fail
+/// the test with the host's log, never hold CI until its time runs out.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 struct Host {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// The host's stdout lines, read on a thread so a wait for them can time out.
+    lines: std::sync::mpsc::Receiver<std::io::Result<String>>,
+    log: PathBuf,
 }
 
 impl Host {
     fn start(dir: &Path, run: usize) -> anyhow::Result<Host> {
-        let stderr = std::fs::File::create(dir.join(format!("host-{run}.log")))?;
+        let log = dir.join(format!("host-{run}.log"));
+        let stderr = std::fs::File::create(&log)?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "host_process",
@@ -277,31 +284,50 @@ impl Host {
             .stdin
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-        let stdout = BufReader::new(
-            child
-                .stdout
-                .take()
-                .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
-        );
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut host = Host {
             child,
             stdin,
-            stdout,
+            lines,
+            log,
         };
         let ready = host.answer()?;
         anyhow::ensure!(ready == "ready", "host said {ready:?}");
         Ok(host)
     }
 
-    /// The next answer, other output skipped.
+    /// The next answer, other output skipped. A host silent for `ANSWER_TIMEOUT` is killed
+    /// and the error carries the end of its log.
     fn answer(&mut self) -> anyhow::Result<String> {
-        let mut line = String::new();
         loop {
-            line.clear();
-            anyhow::ensure!(
-                self.stdout.read_line(&mut line)? > 0,
-                "host closed its stdout"
-            );
+            let line = match self.lines.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(line) => line?,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("host closed its stdout")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    anyhow::bail!(
+                        "host gave no answer in {ANSWER_TIMEOUT:?}; its log ends:\n{}",
+                        tail.join("\n")
+                    )
+                }
+            };
             // The harness prints "test host_process ... " without a newline before the test
             // runs, so the first answer shares its line.
             if let Some(at) = line.find("@@ ") {
