@@ -42,7 +42,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "drasi-embedded-store".to_owned());
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "drasi-embedded-store".to_owned());
     let addr: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:8080").parse()?;
     let changes: Option<u64> = args.next().map(|n| n.parse()).transpose()?;
 
@@ -68,8 +70,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let drasi = DrasiLib::builder()
         .with_id("shop")
         .with_source(source)
-        .with_query(Query::cypher("big").query(BIG).from_source("orders").build())
-        .with_query(Query::cypher("spent").query(SPENT).from_source("orders").build())
+        .with_query(
+            Query::cypher("big")
+                .query(BIG)
+                .from_source("orders")
+                .build(),
+        )
+        .with_query(
+            Query::cypher("spent")
+                .query(SPENT)
+                .from_source("orders")
+                .build(),
+        )
         .with_reaction(reaction.clone())
         .build()
         .await?;
@@ -79,12 +91,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("serving http://{addr}  (try: curl -s {addr}/queries/big/snapshot)");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, AppState::new(runtime.handle()), async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stop_rx => {}
-        }
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        AppState::new(runtime.handle()),
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = stop_rx => {}
+            }
+        },
+    ));
 
     // 4. The program's own work: Order changes, one every 100 ms.
     let mut pushed = 0u64;
@@ -115,12 +131,22 @@ async fn push_change(orders: &ApplicationSourceHandle, n: u64) -> Result<(), Box
         .with_float("total", total)
         .build();
     match (n / 20, n % 7) {
-        (0, _) => orders.send_node_insert(id.as_str(), vec!["Order"], props).await?,
+        (0, _) => {
+            orders
+                .send_node_insert(id.as_str(), vec!["Order"], props)
+                .await?;
+        }
         (_, 0) => {
             orders.send_delete(id.as_str(), vec!["Order"]).await?;
-            orders.send_node_insert(id.as_str(), vec!["Order"], props).await?;
+            orders
+                .send_node_insert(id.as_str(), vec!["Order"], props)
+                .await?;
         }
-        _ => orders.send_node_update(id.as_str(), vec!["Order"], props).await?,
+        _ => {
+            orders
+                .send_node_update(id.as_str(), vec!["Order"], props)
+                .await?;
+        }
     }
     Ok(())
 }
