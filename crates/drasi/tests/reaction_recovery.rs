@@ -77,6 +77,53 @@ async fn setup() -> anyhow::Result<Setup> {
     })
 }
 
+impl Setup {
+    /// Hands one result to the reaction as drasi-lib's forwarder does, then waits until the
+    /// runtime has taken it.
+    async fn deliver(&self, sequence: u64, diffs: Vec<ResultDiff>) -> anyhow::Result<()> {
+        self.reaction
+            .enqueue_query_result(result(sequence, diffs))
+            .await?;
+        self.reaction.settle().await;
+        Ok(())
+    }
+
+    /// Stops the query in our runtime with a sequence gap (Strict), as a fault would.
+    async fn stop_query_with_a_gap(&self) {
+        let stray = Event::Change(ResultBatch {
+            query_id: Q.to_owned(),
+            sequence: 9,
+            timestamp_ms: None,
+            diffs: vec![Diff::Noop],
+            metadata: None,
+        });
+        assert!(self.runtime.handle().submit_and_wait(stray).await.is_err());
+        assert!(matches!(
+            self.runtime.handle().status(Q).map(|st| st.state),
+            Some(QueryState::Stopped(_))
+        ));
+    }
+
+    /// The `id` column of every stored row, in signature order.
+    async fn ids(&self) -> anyhow::Result<Vec<String>> {
+        let got = rows(&self.store).await?;
+        Ok(got
+            .values()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// The query's state and committed sequence in our runtime.
+    fn state(&self) -> anyhow::Result<(QueryState, Option<u64>)> {
+        let status = self
+            .runtime
+            .handle()
+            .status(Q)
+            .ok_or_else(|| anyhow::anyhow!("no status"))?;
+        Ok((status.state, status.sequence))
+    }
+}
+
 fn add(signature: u64, id: &str, total: f64) -> ResultDiff {
     ResultDiff::Add {
         data: json!({"id": id, "total": total}),
@@ -126,10 +173,7 @@ async fn after_an_upstream_restart_stale_rows_are_replaced_in_one_commit() -> an
         ],
     );
     s.reaction.start().await?;
-    s.reaction
-        .enqueue_query_result(result(2, vec![add(5, "e", 500.0)]))
-        .await?;
-    s.reaction.settle().await;
+    s.deliver(2, vec![add(5, "e", 500.0)]).await?;
 
     let expected: BTreeMap<u64, Json> = [
         (2, json!({"id": "b", "total": 175.0})),
@@ -191,13 +235,8 @@ async fn redeliveries_are_skipped_and_a_jump_reattaches() -> anyhow::Result<()> 
     s.reaction
         .enqueue_query_result(result(5, vec![add(3, "c", 300.0)]))
         .await?;
-    s.reaction
-        .enqueue_query_result(result(6, vec![add(6, "f", 600.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let got = rows(&s.store).await?;
-    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
-    assert_eq!(ids, vec!["a", "c", "f"]);
+    s.deliver(6, vec![add(6, "f", 600.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "c", "f"]);
     let stats = s.reaction.stats();
     assert_eq!(stats.rebuilds, 1, "{stats:?}");
     // 2 (ours), the rebuild as 3, Drasi's 6 as 4: no gap in our numbering.
@@ -210,10 +249,7 @@ async fn redeliveries_are_skipped_and_a_jump_reattaches() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_query_is_cleared_and_rebuilt_from_drasi() -> anyhow::Result<()> {
     let s = setup().await?;
-    s.reaction
-        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
-        .await?;
-    s.reaction.settle().await;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
     // Someone else's event leaves a gap under Strict: the runtime stops the query.
     let stray = Event::Change(ResultBatch {
         query_id: Q.to_owned(),
@@ -234,21 +270,10 @@ async fn a_stopped_query_is_cleared_and_rebuilt_from_drasi() -> anyhow::Result<(
     s.drasi
         .set(4, vec![(2, json!({"id": "b", "total": 200.0}))]);
     s.reaction.start().await?;
-    s.reaction
-        .enqueue_query_result(result(5, vec![add(3, "c", 300.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let got = rows(&s.store).await?;
-    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
-    assert_eq!(ids, vec!["b", "c"]);
-    let status = s
-        .runtime
-        .handle()
-        .status(Q)
-        .ok_or_else(|| anyhow::anyhow!("no status"))?;
-    assert_eq!(status.state, QueryState::Running);
+    s.deliver(5, vec![add(3, "c", 300.0)]).await?;
+    assert_eq!(s.ids().await?, ["b", "c"]);
     // Cleared, so the rebuild is at Drasi's own as_of_sequence and 5 follows it.
-    assert_eq!(status.sequence, Some(5));
+    assert_eq!(s.state()?, (QueryState::Running, Some(5)));
     s.runtime.shutdown().await?;
     Ok(())
 }
@@ -256,38 +281,17 @@ async fn a_stopped_query_is_cleared_and_rebuilt_from_drasi() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_query_whose_rows_equal_drasi_still_resumes() -> anyhow::Result<()> {
     let s = setup().await?;
-    s.reaction
-        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let stray = Event::Change(ResultBatch {
-        query_id: Q.to_owned(),
-        sequence: 9,
-        timestamp_ms: None,
-        diffs: vec![Diff::Noop],
-        metadata: None,
-    });
-    assert!(s.runtime.handle().submit_and_wait(stray).await.is_err());
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    s.stop_query_with_a_gap().await;
 
     // Our rows are exactly Drasi's: nothing to rebuild, but the stopped query must not stay
     // stopped, or every later result would be refused.
     s.drasi
         .set(1, vec![(1, json!({"id": "a", "total": 150.0}))]);
     s.reaction.start().await?;
-    s.reaction
-        .enqueue_query_result(result(2, vec![add(2, "b", 200.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let got = rows(&s.store).await?;
-    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
-    assert_eq!(ids, vec!["a", "b"]);
-    let status = s
-        .runtime
-        .handle()
-        .status(Q)
-        .ok_or_else(|| anyhow::anyhow!("no status"))?;
-    assert_eq!(status.state, QueryState::Running);
-    assert_eq!(status.sequence, Some(2));
+    s.deliver(2, vec![add(2, "b", 200.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "b"]);
+    assert_eq!(s.state()?, (QueryState::Running, Some(2)));
     s.runtime.shutdown().await?;
     Ok(())
 }
@@ -295,18 +299,8 @@ async fn a_stopped_query_whose_rows_equal_drasi_still_resumes() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_stopped_while_running_heals_at_the_next_result() -> anyhow::Result<()> {
     let s = setup().await?;
-    s.reaction
-        .enqueue_query_result(result(1, vec![add(1, "a", 150.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let stray = Event::Change(ResultBatch {
-        query_id: Q.to_owned(),
-        sequence: 9,
-        timestamp_ms: None,
-        diffs: vec![Diff::Noop],
-        metadata: None,
-    });
-    assert!(s.runtime.handle().submit_and_wait(stray).await.is_err());
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    s.stop_query_with_a_gap().await;
 
     // No restart: the very next result finds the query stopped and rebuilds it from Drasi,
     // whose snapshot already holds that result.
@@ -320,20 +314,9 @@ async fn a_query_stopped_while_running_heals_at_the_next_result() -> anyhow::Res
     s.reaction
         .enqueue_query_result(result(2, vec![add(2, "b", 200.0)]))
         .await?;
-    s.reaction
-        .enqueue_query_result(result(3, vec![add(3, "c", 300.0)]))
-        .await?;
-    s.reaction.settle().await;
-    let got = rows(&s.store).await?;
-    let ids: Vec<&str> = got.values().filter_map(|r| r["id"].as_str()).collect();
-    assert_eq!(ids, vec!["a", "b", "c"]);
-    let status = s
-        .runtime
-        .handle()
-        .status(Q)
-        .ok_or_else(|| anyhow::anyhow!("no status"))?;
-    assert_eq!(status.state, QueryState::Running);
-    assert_eq!(status.sequence, Some(3));
+    s.deliver(3, vec![add(3, "c", 300.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "b", "c"]);
+    assert_eq!(s.state()?, (QueryState::Running, Some(3)));
     s.runtime.shutdown().await?;
     Ok(())
 }
