@@ -40,6 +40,10 @@ pub struct Args {
     /// their own rather than by the runtime).
     #[arg(long)]
     opaque_payloads: bool,
+    /// Do not decode rows (stores written through the LiveResultsWriter trait, whose rows are
+    /// the writer's own bytes).
+    #[arg(long)]
+    opaque_rows: bool,
     /// Most problems listed; the rest are counted.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_findings: usize,
@@ -65,6 +69,7 @@ fn check(args: &Args) -> ExitCode {
         })
         .allow_sequence_gaps(args.allow_gaps)
         .opaque_payloads(args.opaque_payloads)
+        .opaque_rows(args.opaque_rows)
         .max_findings(args.max_findings);
     let shown = args.data.display();
     let report = match verify_with(&args.data, args.query.as_deref(), &options) {

@@ -17,17 +17,19 @@ use liveresults_core::testing::crash::{crash_rounds, crash_seed, XorShift};
 use liveresults_core::{
     Commit, OutboxRetention, ResultStore, RowMutation, SequenceSpan, StoreError,
 };
-use liveresults_rocksdb::{RocksStore, RocksStoreOptions};
+use liveresults_rocksdb::{verify_with, RocksStore, RocksStoreOptions, VerifyOptions};
 
 const CHILD_ENV: &str = "LIVERESULTS_CRASH_CHILD";
 const QUERY: &str = "crash-q";
 const SIGNATURES: u64 = 400;
 
+const OUTBOX: OutboxRetention = OutboxRetention {
+    max_entries: 50,
+    max_bytes: 1 << 20,
+};
+
 fn options() -> RocksStoreOptions {
-    RocksStoreOptions::new().outbox_retention(OutboxRetention {
-        max_entries: 50,
-        max_bytes: 1 << 20,
-    })
+    RocksStoreOptions::new().outbox_retention(OUTBOX)
 }
 
 /// The batch committed as sequence `n`: 16 upserts carrying `n`, 6 deletes.
@@ -163,6 +165,15 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_commit() {
         while let Ok(n) = acks.recv_timeout(Duration::from_millis(200)) {
             last_ack = last_ack.max(n);
         }
+
+        // The offline check sees the state the kill left (its WAL not yet flushed) as whole,
+        // and changes nothing that the reopen below then reads.
+        let check = VerifyOptions::new()
+            .outbox_retention(OUTBOX)
+            .opaque_payloads(true)
+            .opaque_rows(true);
+        let report = verify_with(dir.path(), Some(QUERY), &check).expect("verify after kill");
+        assert!(report.is_clean(), "round {round}: {report}");
 
         let store = RocksStore::open(dir.path(), options())
             .await

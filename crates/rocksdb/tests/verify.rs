@@ -73,6 +73,21 @@ fn an_undecodable_row_is_named_by_signature() {
 }
 
 #[test]
+fn opaque_rows_are_not_decoded_but_still_counted() {
+    // Rows written through the seed trait are the writer's own bytes.
+    let (dir, report) = damaged_store(|db| put(db, "rows", &key_n("orders", 3), &[9u8, 0]));
+    assert_eq!(report.problems(), 1, "{report}");
+    let opaque = VerifyOptions::new().opaque_rows(true);
+    let report = verify_with(dir.path(), None, &opaque).unwrap();
+    assert!(report.is_clean(), "{report}");
+    // An extra row is still a count mismatch when rows are opaque.
+    damage(dir.path(), |db| put(db, "rows", &key_n("orders", 77), b"x"));
+    let report = verify_with(dir.path(), None, &opaque).unwrap();
+    assert_eq!(report.problems(), 1, "{report}");
+    assert!(report.to_string().contains("row count"), "{report}");
+}
+
+#[test]
 fn a_wrong_stored_row_count_shows_stored_and_found() {
     let (_dir, report) = damaged_store(|db| edit_meta(db, "orders", |m| m.row_count = 5));
     let expected = finding(

@@ -165,6 +165,11 @@ impl ProgressReader {
             {
                 let queries = self.rx.borrow_and_update();
                 let progress = queries.get(query_id);
+                // Position first: a reaction that reached the target and failed on a later
+                // commit has done what the caller waits for.
+                if progress.map(|p| p.position).unwrap_or_default() >= target {
+                    return Ok(());
+                }
                 if let Some(failure) = progress.and_then(|p| p.failure.as_ref()) {
                     if failure.epoch >= target.epoch {
                         return Err(RuntimeError::ReactionFailed {
@@ -173,9 +178,6 @@ impl ProgressReader {
                             message: failure.message.clone(),
                         });
                     }
-                }
-                if progress.map(|p| p.position).unwrap_or_default() >= target {
-                    return Ok(());
                 }
             }
             if !open {
