@@ -2,7 +2,7 @@
 # The lint lanes CI runs before the tests: formatting, then clippy on every target of every
 # crate in the one release profile the tests use (so RocksDB's C++ build is shared), and once
 # more with the facade's `drasi` feature, which the workspace build leaves off (its example).
-LIVERESULTS_TEST_SERVICES=1 source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/setup.sh"
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -21,7 +21,14 @@ apt_install() {
   fi
   echo "installing $1 ($2)" >&2
   local sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  if [ "$(id -u)" != 0 ]; then
+    # -n: fail at once with a clear message instead of waiting for a password in CI.
+    sudo="sudo -n"
+    if ! sudo -n true 2>/dev/null; then
+      echo "$1 is missing ($2) and installing it needs root: run 'sudo apt-get install $1'" >&2
+      exit 1
+    fi
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
 }

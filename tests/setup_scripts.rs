@@ -73,3 +73,67 @@ fn libclang_path_is_searched() {
     assert!(!loadable(root.path(), None));
     assert!(loadable(root.path(), Some("/opt/llvm/lib")));
 }
+
+/// Runs `libclang_missing` with a fake `dpkg-query` on PATH that prints `dpkg_lines`; true
+/// when it decides "missing".
+fn missing_per_dpkg(dpkg_lines: &str) -> bool {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let fake = bin.path().join("dpkg-query");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ncat <<'EOF'\n{dpkg_lines}EOF\nexit 1\n"),
+    )
+    .expect("write fake dpkg-query");
+    let chmod = Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/libclang.sh");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -euo pipefail; source "$1" && libclang_missing"#)
+        .arg("bash")
+        .arg(&script)
+        .env("PATH", path)
+        .env_remove("LIBCLANG_PATH")
+        .status()
+        .expect("run bash");
+    match status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        other => panic!("libclang_missing exited with {other:?}"),
+    }
+}
+
+#[test]
+fn dpkg_decides_on_debian() {
+    // Only LLVM's C++ library and the common headers: bindgen cannot run.
+    assert!(missing_per_dpkg(
+        "libclang-cpp14 install ok installed\nlibclang-common-14-dev install ok installed\n"
+    ));
+    assert!(missing_per_dpkg(""));
+    assert!(missing_per_dpkg("libclang-dev deinstall ok config-files\n"));
+    // The package, or a versioned one, even when dpkg-query exits 1 for an unknown name.
+    assert!(!missing_per_dpkg("libclang-dev install ok installed\n"));
+    assert!(!missing_per_dpkg("libclang-16-dev install ok installed\n"));
+}
+
+#[test]
+fn libclang_path_may_name_the_library_itself() {
+    let root = tree(&[
+        "opt/llvm/lib/libclang.so.18",
+        "opt/llvm/lib/libclang-cpp.so.18",
+    ]);
+    assert!(loadable(root.path(), Some("/opt/llvm/lib/libclang.so.18")));
+    assert!(!loadable(
+        root.path(),
+        Some("/opt/llvm/lib/libclang-cpp.so.18")
+    ));
+}

@@ -10,7 +10,16 @@
 libclang_loadable() {
   local root="${1%/}" dir file name
   local dirs=()
-  if [ -n "${LIBCLANG_PATH:-}" ]; then dirs+=("$root$LIBCLANG_PATH"); fi
+  if [ -n "${LIBCLANG_PATH:-}" ] && [ -f "$root$LIBCLANG_PATH" ]; then
+    # clang-sys also takes the library file itself.
+    name="${LIBCLANG_PATH##*/}"
+    case "$name" in
+      *-cpp*) ;;
+      libclang.so | libclang.so.* | libclang-*.so | libclang-*.so.*) return 0 ;;
+    esac
+  elif [ -n "${LIBCLANG_PATH:-}" ]; then
+    dirs+=("$root$LIBCLANG_PATH")
+  fi
   dirs+=("$root"/usr/lib "$root"/usr/lib64 "$root"/usr/local/lib "$root"/usr/lib/*-linux-gnu
          "$root"/usr/lib/llvm-*/lib "$root"/usr/local/llvm/lib)
   for dir in "${dirs[@]}"; do
@@ -25,12 +34,19 @@ libclang_loadable() {
   return 1
 }
 
-# libclang_missing: exit 0 when this machine must install libclang-dev. Where dpkg exists its
-# word is final: libclang-dev also brings clang's builtin headers (stddef.h), which a bare
-# libclang1 runtime lacks and bindgen needs just as much.
+# libclang_missing: exit 0 when this machine must install libclang-dev. A LIBCLANG_PATH that
+# holds a loadable library is the user's choice and is trusted. Otherwise, where dpkg exists,
+# its word is final: libclang-dev (or a versioned libclang-N-dev) also brings clang's builtin
+# headers (stddef.h), which a bare libclang1 runtime lacks and bindgen needs just as much.
 libclang_missing() {
+  if [ -n "${LIBCLANG_PATH:-}" ] && libclang_loadable /; then
+    return 1
+  fi
   if command -v dpkg-query >/dev/null 2>&1; then
-    [ "$(dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null)" != "install ok installed" ]
+    # dpkg-query exits non-zero when one of the names is unknown: read its output, not its code.
+    local installed
+    installed="$(dpkg-query -W -f='${Package} ${Status}\n' 'libclang-dev' 'libclang-*-dev' 2>/dev/null || true)"
+    ! grep -qE '^libclang(-[0-9.]+)?-dev install ok installed$' <<<"$installed"
   else
     ! libclang_loadable /
   fi
