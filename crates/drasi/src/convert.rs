@@ -42,10 +42,15 @@ pub fn to_event(result: QueryResult) -> Event {
     Event::Change(to_batch(result))
 }
 
-/// Drasi writes `0` for "no signature" (its serde default); a real signature is `0` with
-/// probability 2^-64, so `0` is read as absent and the runtime computes one from the row.
+/// The row's identity, exactly as drasi-lib stamped it, `0` included.
+///
+/// drasi-lib's typed `ResultDiff` always carries the engine's signature, and Drasi's own result
+/// set (the snapshot the reaction reconciles with) is keyed by that number whatever it is. Only
+/// the JSON wire format uses `0` for "missing" (a serde default), and that format is parsed
+/// elsewhere. Reading `0` as absent here would store the row under a signature computed from
+/// its content while the snapshot names it `0`, so every attach would delete and re-add it.
 fn signature(row_signature: u64) -> Option<u64> {
-    (row_signature != 0).then_some(row_signature)
+    Some(row_signature)
 }
 
 fn to_diff(diff: ResultDiff) -> Diff {
@@ -152,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_signature_is_absent() {
+    fn zero_signature_is_kept_as_drasi_keys_it() {
         let mut result = sample();
         result.results = vec![ResultDiff::Add {
             data: json!({"id": 1}),
@@ -163,7 +168,7 @@ mod tests {
             batch.diffs,
             vec![Diff::Add {
                 data: Value::from(json!({"id": 1})),
-                signature: None
+                signature: Some(0)
             }]
         );
         assert_eq!(batch.timestamp_ms, Some(1_795_697_078_479));

@@ -320,3 +320,25 @@ async fn a_query_stopped_while_running_heals_at_the_next_result() -> anyhow::Res
     s.runtime.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_with_signature_zero_is_unchanged_across_an_attach() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.deliver(1, vec![add(0, "z", 150.0)]).await?;
+    assert_eq!(
+        rows(&s.store).await?.keys().copied().collect::<Vec<_>>(),
+        [0],
+        "stored under Drasi's own signature"
+    );
+    // Drasi keys its result set by the same number: re-attaching finds nothing to change.
+    s.drasi
+        .set(1, vec![(0, json!({"id": "z", "total": 150.0}))]);
+    s.reaction.start().await?;
+    s.deliver(2, vec![add(2, "b", 200.0)]).await?;
+    // Both attaches (the first result's and the restart's) found nothing to change.
+    let stats = s.reaction.stats();
+    assert_eq!((stats.rebuilds, stats.continues), (0, 2), "{stats:?}");
+    assert_eq!(s.ids().await?, ["z", "b"]);
+    s.runtime.shutdown().await?;
+    Ok(())
+}
