@@ -319,12 +319,9 @@ impl Host {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
                     anyhow::bail!(
                         "host gave no answer in {ANSWER_TIMEOUT:?}; its log ends:\n{}",
-                        tail.join("\n")
+                        self.log_tail()
                     )
                 }
             };
@@ -365,10 +362,50 @@ impl Host {
         Ok(())
     }
 
+    /// The last lines of the host's log, for a failure message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asks the host to shut down and waits for it to exit, for at most `ANSWER_TIMEOUT`: a
+    /// host that hangs in its shutdown is killed and the error carries the end of its log.
+    fn quit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        writeln!(self.stdin, "quit")?;
+        self.stdin.flush()?;
+        let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                anyhow::bail!(
+                    "host did not exit in {ANSWER_TIMEOUT:?} after quit; its log ends:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn sigkill(mut self) -> anyhow::Result<()> {
         self.child.kill()?; // SIGKILL on Unix
         self.child.wait()?;
         Ok(())
+    }
+}
+
+impl Drop for Host {
+    /// A driver that fails half-way (an answer it did not expect, a write to a dead pipe)
+    /// must not leave its host running after the test.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -408,9 +445,7 @@ fn sigkilled_host_recovers() -> anyhow::Result<()> {
     let answer = host.send("check")?;
     eprintln!("after {rounds} SIGKILLs: {answer}");
     assert!(answer.starts_with("converged"), "{answer}");
-    writeln!(host.stdin, "quit")?;
-    host.stdin.flush()?;
-    let status = host.child.wait()?;
+    let status = host.quit()?;
     assert!(status.success(), "host exited with {status}");
     Ok(())
 }

@@ -157,6 +157,13 @@ pub async fn wait_converged(
             if previous.as_ref() == Some(&state) {
                 return Ok(state);
             }
+            // Equal, but Drasi moved since the last look (or this is the first): look again,
+            // within the same deadline, so a state that matches but never settles still ends.
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "rows match but Drasi never settled in {timeout:?}: before {previous:?}, now {state:?}"
+                );
+            }
             previous = Some(state);
         } else {
             previous = None;
