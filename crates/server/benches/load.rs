@@ -89,6 +89,7 @@ async fn run() {
         }
         let r = http
             .post(format!("{url}/queries/ingest/events"))
+            .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
             .await
@@ -110,6 +111,7 @@ async fn run() {
     // --- Commit-to-long-poll wake-up ----------------------------------------------------
     let r = http
         .post(format!("{url}/queries/feed/events"))
+        .header("content-type", "application/x-ndjson")
         .body(line("feed", 1))
         .send()
         .await
@@ -159,6 +161,7 @@ async fn run() {
         let t0 = Instant::now();
         let r = http
             .post(format!("{url}/queries/feed/events"))
+            .header("content-type", "application/x-ndjson")
             .body(line("feed", round as u64 + 2))
             .send()
             .await

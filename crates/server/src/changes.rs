@@ -24,7 +24,6 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value as Json;
-use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::feed::{cursor, Feed, Read};
@@ -203,7 +202,7 @@ async fn long_poll(
     }
     let tail = first.next;
     let _parked = inner.metrics.long_poll();
-    let deadline = Instant::now() + inner.long_poll_timeout;
+    let deadline = crate::limits::deadline_after(inner.long_poll_timeout);
     let stop = async {
         tokio::select! {
             () = inner.shutdown.cancelled() => {}

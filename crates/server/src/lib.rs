@@ -14,54 +14,102 @@
 //! | route | handler module |
 //! |---|---|
 //! | `POST /queries/{id}/events` | [`ingest`] |
-//! | `GET /queries`, `GET`/`DELETE /queries/{id}` | [`queries`] |
+//! | `GET /queries`, `GET`/`DELETE /queries/{id}` | [`queries`] ([`purge`] for `?purge=true`) |
 //! | `GET /queries/{id}/snapshot` | [`snapshot`] |
 //! | `GET /queries/{id}/changes` | [`changes`] (catch-up, long-poll) and [`sse`] |
 //! | `GET /metrics` | [`metrics`] |
 //! | `GET /healthz` | [`health`] |
 
+pub mod auth;
 pub mod changes;
+mod connections;
 mod counters;
 pub mod error;
 mod feed;
 pub mod health;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod offset;
+mod problem;
+pub mod purge;
 pub mod queries;
 pub mod render;
 pub mod snapshot;
 pub mod sse;
 mod state;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 
+use axum::http::{header, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::{Role, Security, TokenError, Tokens};
 pub use counters::ServerMetrics;
 pub use error::ApiError;
 pub use offset::{Offset, Start};
 pub use state::{AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
 
-/// The router with every route, its state, request tracing and HTTP metrics.
+/// The router with every route, its state, request tracing and HTTP metrics, behind the
+/// access checks ([`auth`]), the query limits ([`limits`]), the body read timeout and, when
+/// origins are configured, CORS.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let body_timeout = state.inner.limits.body_read_timeout;
+    let cors = cors(&state.inner.security);
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/queries", get(queries::list))
-        .route("/queries/{id}", get(queries::stats).delete(queries::clear))
+        .route("/queries/{id}", get(queries::stats).delete(purge::delete))
         .route("/queries/{id}/events", post(ingest::ingest))
         .route("/queries/{id}/snapshot", get(snapshot::snapshot))
         .route("/queries/{id}/changes", get(changes::changes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::count_requests,
+            limits::admit,
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ));
+    // CORS outside the guard: preflights carry no token and are answered here.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+/// The CORS layer for the configured origins, or `None` (no CORS headers at all) without.
+fn cors(security: &Security) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = (security.cors_origins.iter())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let exposed = [
+        changes::STREAM_NEXT_OFFSET,
+        changes::STREAM_UP_TO_DATE,
+        changes::STREAM_CURSOR,
+    ];
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers(exposed),
+    )
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then shuts down gracefully: no new
@@ -77,14 +125,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let signal = state.shutdown_token();
     let (started, grace) = (signal.clone(), state.inner.shutdown_grace);
+    let limits = state.inner.limits.clone();
     let router = app(state);
-    let graceful = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let trigger = signal.clone();
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: ending live readers, finishing in-flight chunks");
-        signal.cancel();
+        trigger.cancel();
     });
+    let graceful = connections::accept_loop(
+        listener,
+        router,
+        limits.max_connections,
+        limits.header_read_timeout,
+        signal,
+    );
     tokio::select! {
-        result = graceful.into_future() => result,
+        () = graceful => Ok(()),
         () = async {
             started.cancelled().await;
             tokio::time::sleep(grace).await;

@@ -19,7 +19,6 @@ use futures_util::stream;
 use liveresults_runtime::Position;
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::feed::{cursor, Feed, FeedError, Read};
@@ -90,7 +89,7 @@ async fn follow(
     let inner = &*state.inner;
     let feed = Feed::new(&inner.runtime, &query_id, inner.changes_batch);
     let _client = inner.metrics.sse_client();
-    let deadline = Instant::now() + inner.sse_max_duration;
+    let deadline = crate::limits::deadline_after(inner.sse_max_duration);
     let mut current = first;
     loop {
         let next = current.next;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use liveresults_runtime::RuntimeHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Security;
 use crate::counters::ServerMetrics;
+use crate::limits::{clamp_duration, Limits, MAX_CONNECTIONS};
 
 /// Default ingest body limit: 1 GiB. Bodies are streamed, so this bounds a request's
 /// duration and disk growth, not its memory.
@@ -46,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown_grace: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<ServerMetrics>,
+    pub(crate) security: Arc<Security>,
+    pub(crate) limits: Limits,
 }
 
 /// What the handlers share. Cheap to clone; setters take `self` so a configuration reads as
@@ -75,6 +79,8 @@ impl AppState {
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 shutdown: CancellationToken::new(),
                 metrics: Arc::default(),
+                security: Arc::default(),
+                limits: Limits::default(),
             }),
         }
     }
@@ -114,25 +120,25 @@ impl AppState {
     /// `serve` returns after that even if a client is still (not) reading.
     #[must_use]
     pub fn shutdown_grace(self, grace: Duration) -> Self {
-        self.edit(|i| i.shutdown_grace = grace)
+        self.edit(|i| i.shutdown_grace = clamp_duration(grace))
     }
 
     /// How long a long-poll waits for a commit before answering 204 (default 30 s).
     #[must_use]
     pub fn long_poll_timeout(self, timeout: Duration) -> Self {
-        self.edit(|i| i.long_poll_timeout = timeout)
+        self.edit(|i| i.long_poll_timeout = clamp_duration(timeout))
     }
 
     /// Interval of SSE keep-alive comments (default 15 s).
     #[must_use]
     pub fn sse_keep_alive(self, interval: Duration) -> Self {
-        self.edit(|i| i.sse_keep_alive = interval.max(Duration::from_millis(10)))
+        self.edit(|i| i.sse_keep_alive = clamp_duration(interval.max(Duration::from_millis(10))))
     }
 
     /// How long one SSE connection stays open before the server ends it (default 60 s).
     #[must_use]
     pub fn sse_max_duration(self, duration: Duration) -> Self {
-        self.edit(|i| i.sse_max_duration = duration)
+        self.edit(|i| i.sse_max_duration = clamp_duration(duration))
     }
 
     /// Outbox entries (committed batches) per change-feed response (default 256).
@@ -145,6 +151,50 @@ impl AppState {
     #[must_use]
     pub fn snapshot_chunk_rows(self, rows: usize) -> Self {
         self.edit(|i| i.snapshot_chunk_rows = rows.max(1))
+    }
+
+    /// Who may do what, from which Host and Origin (default: open, any Host, no CORS).
+    #[must_use]
+    pub fn security(self, security: Security) -> Self {
+        self.edit(|i| i.security = Arc::new(security))
+    }
+
+    /// Time a client gets to send a request's headers before its connection is closed
+    /// (default 30 s; at most one day, like every duration here).
+    #[must_use]
+    pub fn header_read_timeout(self, timeout: Duration) -> Self {
+        let timeout = clamp_duration(timeout.max(Duration::from_millis(1)));
+        self.edit(|i| i.limits.header_read_timeout = timeout)
+    }
+
+    /// Longest pause between two pieces of a request body before the request fails
+    /// (default 60 s): idle time, so a long upload that keeps sending is never cut off.
+    #[must_use]
+    pub fn body_read_timeout(self, timeout: Duration) -> Self {
+        let timeout = clamp_duration(timeout.max(Duration::from_millis(1)));
+        self.edit(|i| i.limits.body_read_timeout = timeout)
+    }
+
+    /// Connections served at once (default 1,024, at most 2^20); further clients wait in
+    /// the listen backlog until one closes.
+    #[must_use]
+    pub fn max_connections(self, connections: usize) -> Self {
+        self.edit(|i| i.limits.max_connections = connections.clamp(1, MAX_CONNECTIONS))
+    }
+
+    /// Queries the server holds (default 10,000): a first write to a new query beyond it
+    /// gets 403 and stores nothing.
+    #[must_use]
+    pub fn max_queries(self, queries: usize) -> Self {
+        self.edit(|i| i.limits.max_queries = queries)
+    }
+
+    /// Longest query id in bytes after percent-decoding (default 256, at most the store's
+    /// 65,535); a longer id gets 400 on every route.
+    #[must_use]
+    pub fn max_query_id_bytes(self, bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, liveresults_core::rules::MAX_QUERY_ID_BYTES);
+        self.edit(|i| i.limits.max_query_id_bytes = bytes)
     }
 
     /// Uses `token` as the shutdown signal (default: a fresh one; `serve` cancels it).

@@ -177,6 +177,7 @@ async fn oversize_body_is_413_and_long_line_is_400() {
     let r = server
         .http
         .post(server.at("/queries/q/events"))
+        .header("content-type", "application/x-ndjson")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -240,6 +241,7 @@ async fn ingest_and_ndjson_source_report_the_same_line_errors() {
         let r = server
             .http
             .post(server.at("/queries/q/events"))
+            .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
             .await

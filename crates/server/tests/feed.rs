@@ -241,6 +241,7 @@ async fn sse_sends_data_and_control_events() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
             http.post(url)
+                .header("content-type", "application/x-ndjson")
                 .body(adds("q", 3, 3, 2))
                 .send()
                 .await

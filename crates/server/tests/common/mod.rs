@@ -70,6 +70,7 @@ impl Server {
     pub async fn post(&self, query: &str, body: String) -> reqwest::Response {
         self.http
             .post(self.at(&format!("/queries/{query}/events")))
+            .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
             .await
