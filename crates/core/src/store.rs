@@ -101,6 +101,14 @@ pub trait ResultStore: Send + Sync {
     /// Makes every acknowledged commit durable against power loss (syncs the WAL) and
     /// releases background work. The store remains usable.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether the store accepts writes right now, found out by a write that changes nothing
+    /// a reader can see. Readiness probes ask this: a store that went read-only after a
+    /// failed write (a full disk) must make the server unready, not look healthy. Backends
+    /// that cannot fail this way keep the default.
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The source of a snapshot's chunks; each backend provides its own.

@@ -36,6 +36,9 @@ const COLUMN_FAMILIES: [&str; 4] = [CF_ROWS, CF_OUTBOX, CF_META, CF_CHECKPOINTS]
 
 /// Key of the format-version record in the default column family.
 pub(crate) const FORMAT_KEY: &[u8] = b"liveresults.format_version";
+/// Key the writability probe deletes: empty, so no query's key (a non-empty length-prefixed
+/// id) can equal it.
+const PROBE_KEY: &[u8] = b"";
 /// The on-disk format this build writes and reads (keys, records and column families).
 pub const STORE_FORMAT_VERSION: u32 = 1;
 
@@ -61,8 +64,11 @@ impl Engine {
     pub(crate) fn open(path: &Path, options: RocksStoreOptions) -> Result<Engine, StoreError> {
         let shown = path.display().to_string();
         let cf_opts = options.cf_options();
-        let descriptors = COLUMN_FAMILIES
-            .iter()
+        // The default family is named too: left out, RocksDB opens it with its own 64 MiB
+        // memtable, and after a full disk it resumes writes only once the largest memtable of
+        // any family fits in the free space.
+        let descriptors = std::iter::once(&rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .chain(COLUMN_FAMILIES.iter())
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&options.db_options(), path, descriptors)
             .map_err(|e| from_rocksdb(e, &shown))?;
@@ -508,6 +514,17 @@ impl Engine {
 
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(|e| self.rocks(e))
+    }
+
+    /// Deletes the (never written) empty key of the meta column family: a real WAL write
+    /// that no reader can see. While RocksDB holds a background error (a write or flush hit a
+    /// full disk), every write fails with it, this one included; once RocksDB has resumed,
+    /// it succeeds. The meta family is written by every commit, so the tombstone is flushed
+    /// with it and pins no WAL file.
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_META)?, PROBE_KEY, &self.write_options)
+            .map_err(|e| self.rocks(e))
     }
 
     /// Writes the memtables to SST files, so the next open has no WAL to replay.

@@ -65,7 +65,8 @@ impl RocksStoreOptions {
         self
     }
 
-    /// Memtable size per column family in bytes (default 64 MiB).
+    /// Memtable size per column family in bytes (default 64 MiB). Also the free space RocksDB
+    /// waits for before it resumes writes after a full disk.
     #[must_use]
     pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
         self.write_buffer_bytes = bytes;

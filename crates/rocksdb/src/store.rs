@@ -222,4 +222,9 @@ impl ResultStore for RocksStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.blocking(Line::Write, |engine| engine.flush()).await
     }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.blocking(Line::Write, |engine| engine.check_writable())
+            .await
+    }
 }

@@ -36,4 +36,6 @@ pub(crate) enum Envelope {
     Batch(Vec<Event>, Ack),
     /// An operator's clear: reset the query (and restart it if stopped).
     Clear(oneshot::Sender<Result<QueryInfo, SubmitError>>),
+    /// An operator's resume: re-read the committed position and accept events again.
+    Resume(oneshot::Sender<Result<QueryInfo, SubmitError>>),
 }

@@ -114,7 +114,7 @@ impl Pipeline {
         .await;
     }
 
-    async fn load(&mut self) -> Result<(), StoreError> {
+    async fn load(&mut self) -> Result<QueryInfo, StoreError> {
         let (store, retry) = (&self.context.store, self.context.retry);
         let info = store_retry(retry, "query_info", || store.query_info(&self.query_id)).await?;
         self.committed = info.sequence;
@@ -130,7 +130,47 @@ impl Pipeline {
             });
             self.stop(StopReason::Deleted);
         }
-        Ok(())
+        Ok(info)
+    }
+
+    /// Restarts a stopped query from the store's committed position (see
+    /// `RuntimeHandle::resume`). If the store cannot be read the query stays stopped, with
+    /// the reason it had.
+    async fn resume(&mut self) -> Result<QueryInfo, SubmitError> {
+        self.flush().await;
+        let Some(previous) = self.stopped.take() else {
+            let (store, retry) = (&self.context.store, self.context.retry);
+            return store_retry(retry, "query_info", || store.query_info(&self.query_id))
+                .await
+                .map_err(|source| self.store_error(source));
+        };
+        if previous == StopReason::Deleted {
+            self.stopped = Some(previous.clone());
+            return Err(self.stopped_error(&previous));
+        }
+        match self.load().await {
+            Ok(info) => {
+                if self.stopped.is_none() {
+                    tracing::info!(committed = ?self.committed, was = %previous, "query resumed");
+                    self.context
+                        .registry
+                        .update(&self.query_id, |s| s.state = QueryState::Running);
+                }
+                Ok(info)
+            }
+            Err(source) => {
+                self.stopped = Some(previous);
+                Err(self.store_error(source))
+            }
+        }
+    }
+
+    fn store_error(&self, source: StoreError) -> SubmitError {
+        SubmitError::Store {
+            query_id: self.query_id.clone(),
+            committed: self.committed,
+            source,
+        }
     }
 
     /// Whether the query's newest commit is a `deleted` signal (see the `Deleted` arm of
@@ -240,11 +280,11 @@ impl Pipeline {
                         .registry
                         .update(&self.query_id, |s| s.state = QueryState::Running);
                 }
-                let _ = ack.send(result.map_err(|source| SubmitError::Store {
-                    query_id: self.query_id.clone(),
-                    committed: self.committed,
-                    source,
-                }));
+                let _ = ack.send(result.map_err(|source| self.store_error(source)));
+            }
+            Envelope::Resume(ack) => {
+                let result = self.resume().await;
+                let _ = ack.send(result);
             }
         }
     }

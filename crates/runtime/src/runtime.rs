@@ -289,6 +289,18 @@ impl RuntimeHandle {
         rx.await.map_err(|_| SubmitError::ShuttingDown)?
     }
 
+    /// Restarts a stopped query without clearing it: its pipeline re-reads the committed
+    /// position from the store and accepts events again from the next sequence. This is the
+    /// way back after a store fault whose cause is gone (a disk that was full has space
+    /// again): the acknowledged rows stay, and upstream resends what was refused. A query
+    /// stopped because upstream deleted it stays stopped (only a clear restarts it); a
+    /// running query is left as it is. Ordered with the query's queued events.
+    pub async fn resume(&self, query_id: &str) -> Result<QueryInfo, SubmitError> {
+        let (ack, rx) = oneshot::channel();
+        self.enqueue(query_id, Envelope::Resume(ack)).await?;
+        rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    }
+
     /// The status of one query, if the runtime has seen it, with every reaction's progress on it.
     pub fn status(&self, query_id: &str) -> Option<QueryStatus> {
         let mut status = self.shared.context.registry.get(query_id)?;

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use liveresults_core::ndjson::NdjsonError;
 use liveresults_core::StoreError;
-use liveresults_runtime::SubmitError;
+use liveresults_runtime::{StopReason, SubmitError};
 use serde_json::{Map, Value as Json};
 
 use crate::feed::FeedError;
@@ -176,6 +176,54 @@ impl Problem {
     }
 }
 
+/// Texts of a store error caused by a full disk (RocksDB's `NoSpace` and `SpaceLimit`).
+const NO_SPACE_MARKERS: [&str; 2] = ["No space left on device", "Space limit"];
+
+/// Whether a store error's text says the disk is full.
+fn is_no_space(message: &str) -> bool {
+    NO_SPACE_MARKERS.iter().any(|m| message.contains(m))
+}
+
+/// What a client may learn of a store fault: the cause when it is one an operator fixes
+/// outside the store (a full disk), otherwise a pointer to the log — store messages carry
+/// paths and internals that stay in the server's log.
+pub(crate) fn store_fault_summary(message: &str) -> &'static str {
+    if is_no_space(message) {
+        "the disk is full"
+    } else {
+        "a store error; see the server log"
+    }
+}
+
+/// A store that cannot write for now: 507 for a full disk (the operator must free space),
+/// 503 otherwise, both with `Retry-After`. `what` names the refused operation.
+fn store_unavailable(error: &StoreError, what: &str) -> Problem {
+    tracing::warn!(error = %error, "store unavailable");
+    let message = error.to_string();
+    let mut p = if is_no_space(&message) {
+        Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk-full",
+            "Store disk full",
+            format!(
+                "{what} failed: the store's disk is full. Nothing of it was stored. Writes \
+                 resume by themselves once space is freed (the store checks every few \
+                 seconds); a query stopped by this can then be resumed \
+                 (POST /queries/{{id}}/resume) or cleared"
+            ),
+        )
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Store temporarily unavailable",
+            format!("{what} failed: the store is busy or closing; retry later"),
+        )
+    };
+    p.retry_after = true;
+    p
+}
+
 /// A server-side failure: log everything, tell the client nothing specific.
 fn internal(error: &dyn std::fmt::Display) -> Problem {
     tracing::error!(error = %error, "request failed");
@@ -194,6 +242,27 @@ fn refused(
     source: &SubmitError,
 ) -> Problem {
     let problem = match source {
+        // A store fault's message stays in the log; the client learns its kind and the way out.
+        SubmitError::QueryStopped {
+            query_id,
+            reason: StopReason::Store(message),
+            committed,
+        } => {
+            let reason = StopReason::Store(store_fault_summary(message).to_owned());
+            Problem::new(
+                StatusCode::CONFLICT,
+                "query-stopped",
+                "Query stopped",
+                format!(
+                    "query {query_id:?} is stopped ({reason}); last committed sequence: \
+                     {}. Once the cause is gone, resume it \
+                     (POST /queries/{{id}}/resume: it continues after its last committed \
+                     sequence) or clear it (DELETE)",
+                    committed.map_or_else(|| "none".to_owned(), |c| c.to_string())
+                ),
+            )
+            .with("reason", reason.to_string())
+        }
         SubmitError::QueryStopped { reason, .. } => Problem::new(
             StatusCode::CONFLICT,
             "query-stopped",
@@ -232,6 +301,11 @@ fn refused(
             "Invalid query id",
             source.to_string(),
         ),
+        SubmitError::Store {
+            source: store,
+            query_id,
+            ..
+        } if store.is_transient() => store_unavailable(store, &format!("query {query_id:?}")),
         _ => internal(source),
     }
     .committed(committed_sequence);
@@ -346,17 +420,9 @@ impl ApiError {
                 "Invalid query id",
                 self.to_string(),
             ),
-            // Busy, timed out, or closing: the client should come back, not give up.
+            // Busy, timed out, disk full or closing: the client should come back, not give up.
             ApiError::Store(e) if e.is_transient() || matches!(e, StoreError::Closed) => {
-                tracing::warn!(error = %e, "store unavailable");
-                let mut p = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Store temporarily unavailable",
-                    "the store is busy or closing; retry later".to_owned(),
-                );
-                p.retry_after = true;
-                p
+                store_unavailable(e, "the request")
             }
             ApiError::Store(e) => internal(e),
             ApiError::Internal(e) => internal(e),

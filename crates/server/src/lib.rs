@@ -18,7 +18,8 @@
 //! | `GET /queries/{id}/snapshot` | [`snapshot`] |
 //! | `GET /queries/{id}/changes` | [`changes`] (catch-up, long-poll) and [`sse`] |
 //! | `GET /metrics` | [`metrics`] |
-//! | `GET /healthz` | [`health`] |
+//! | `POST /queries/{id}/resume` | [`queries`] |
+//! | `GET /healthz`, `GET /readyz` | [`health`] |
 
 pub mod auth;
 pub mod changes;
@@ -63,10 +64,12 @@ pub fn app(state: AppState) -> Router {
     let cors = cors(&state.inner.security);
     let router = Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/queries", get(queries::list))
         .route("/queries/{id}", get(queries::stats).delete(purge::delete))
         .route("/queries/{id}/events", post(ingest::ingest))
+        .route("/queries/{id}/resume", post(queries::resume))
         .route("/queries/{id}/snapshot", get(snapshot::snapshot))
         .route("/queries/{id}/changes", get(changes::changes))
         .layer(axum::middleware::from_fn_with_state(

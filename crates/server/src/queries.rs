@@ -1,4 +1,4 @@
-//! `GET /queries`, `GET /queries/{id}`, `DELETE /queries/{id}`.
+//! `GET /queries`, `GET /queries/{id}`, `DELETE /queries/{id}`, `POST /queries/{id}/resume`.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +72,24 @@ pub async fn clear(
     let runtime = &state.inner.runtime;
     let info = runtime.clear_query(&query_id).await?;
     tracing::info!(query_id = %query_id, epoch = info.epoch, "query cleared");
+    let status = runtime.status(&query_id);
+    Ok(Json(render::query(&info, status.as_ref())))
+}
+
+/// Restarts a stopped query where it stopped (its rows and committed sequence kept; upstream
+/// resends from the next sequence), once the cause is gone. The store is asked first whether
+/// it accepts writes: while it does not (the disk is still full) the answer says so — 507 or
+/// 503 — instead of restarting a query whose next commit would stop it again. A running query
+/// is answered as it is; a query deleted upstream stays stopped (409: clear it).
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(query_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    known_info(&state, &query_id).await?;
+    let runtime = &state.inner.runtime;
+    runtime.store().check_writable().await?;
+    let info = runtime.resume(&query_id).await?;
+    tracing::info!(query_id = %query_id, sequence = ?info.sequence, "query resumed");
     let status = runtime.status(&query_id);
     Ok(Json(render::query(&info, status.as_ref())))
 }

@@ -232,3 +232,30 @@ async fn a_failed_attempt_that_landed_counts_as_committed() {
     assert_eq!(stored_sequence(&store.inner, "q").await, Some(3));
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn resume_restarts_a_query_stopped_by_the_store_at_its_committed_position() {
+    let store = Arc::new(Faulty::new(0, ErrorClass::Permanent));
+    let rt = run(&store, fast_retry(2)).await;
+    let h = rt.handle();
+    h.submit_and_wait(lib_add("q", 1, 1, 1)).await.unwrap();
+    store.fail_commits.store(1, Ordering::SeqCst);
+    h.submit_and_wait(lib_add("q", 2, 2, 2)).await.unwrap_err();
+    assert!(matches!(
+        h.status("q").unwrap().state,
+        QueryState::Stopped(StopReason::Store(_))
+    ));
+    // The cause is gone: resume re-reads the committed position, keeps the rows.
+    let info = h.resume("q").await.unwrap();
+    assert_eq!((info.sequence, info.row_count), (Some(1), 1));
+    assert_eq!(h.status("q").unwrap().state, QueryState::Running);
+    assert_eq!(
+        h.submit_and_wait(lib_add("q", 2, 2, 2)).await.unwrap(),
+        Applied::Committed { sequence: 2 }
+    );
+    assert_eq!(store_rows(&store.inner, "q").await.len(), 2);
+    // Resuming a running query changes nothing.
+    let info = h.resume("q").await.unwrap();
+    assert_eq!(info.sequence, Some(2));
+    rt.shutdown().await.unwrap();
+}
