@@ -58,6 +58,15 @@ pub enum DrasiReactionError {
         /// The snapshot's `as_of_sequence`.
         as_of_sequence: u64,
     },
+    /// The background task computing a rebuild's diff ended without an answer (it panicked,
+    /// or the executor is shutting down).
+    #[error("query {query_id:?}: computing the rebuild's diff failed: {source}")]
+    Diff {
+        /// The query.
+        query_id: String,
+        /// Why the task ended.
+        source: tokio::task::JoinError,
+    },
     /// The runtime answered a rebuild commit without committing it (the query's committed
     /// sequence moved while the diff was computed, or the query was deleted).
     #[error("query {query_id:?}: rebuild commit not applied: {outcome}")]
@@ -67,4 +76,11 @@ pub enum DrasiReactionError {
         /// What the runtime answered.
         outcome: String,
     },
+}
+
+impl DrasiReactionError {
+    /// Whether the runtime is shutting down: retrying cannot help, so background repair stops.
+    pub(crate) fn is_shutdown(&self) -> bool {
+        matches!(self, DrasiReactionError::Submit(SubmitError::ShuttingDown))
+    }
 }

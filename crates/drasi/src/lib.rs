@@ -9,10 +9,13 @@
 //! - [`DrasiWriter`]: every liveresults store as drasi-core's own
 //!   `drasi_core::interface::LiveResultsWriter`, for code that holds that trait object.
 
+mod attachment;
 pub mod convert;
 mod error;
 pub mod reaction;
+mod rebuild;
 pub mod reconcile;
+mod repair;
 mod writer;
 
 pub use error::DrasiReactionError;

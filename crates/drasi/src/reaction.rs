@@ -18,6 +18,18 @@
 //! jumps past the next one. Results at or below the attach point or the last one taken are
 //! redeliveries (drasi-lib replays its outbox after a reaction restart) and are skipped.
 //!
+//! # Other writers
+//!
+//! The runtime may have other writers on the same query (the HTTP API's clear and ingest, when
+//! it is served on the same runtime). A clear empties the query under us and a foreign commit
+//! takes sequences our mapping would use next, after which the runtime answers our results as
+//! redeliveries. So an attachment also remembers the query's epoch, and the reaction attaches
+//! again when the epoch changed, when the committed sequence is past the last one we handed
+//! over, and when a result we handed over was not committed (skipped, refused, or its commit
+//! failed after it was queued). Those answers, and failed attaches, are also acted on in the
+//! background (see [`crate::repair`]), so a query that receives no further result still
+//! converges on Drasi's state.
+//!
 //! # Backpressure
 //!
 //! `enqueue_query_result` returns once the result is *queued* in the query's bounded runtime
@@ -28,7 +40,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use drasi_lib::channels::{ComponentStatus, QueryResult};
@@ -36,47 +47,37 @@ use drasi_lib::context::ReactionRuntimeContext;
 use drasi_lib::queries::output_state::SnapshotStream;
 use drasi_lib::reactions::BootstrapContext;
 use drasi_lib::{Reaction, ReactionBase, ReactionBaseParams, ReactionRecoveryPolicy};
-use liveresults_core::formats::{Event, ResultBatch};
-use liveresults_runtime::{Applied, Pending, QueryState, RuntimeHandle, SubmitError};
+use liveresults_core::formats::Event;
+use liveresults_runtime::{Pending, Position, QueryState, RuntimeHandle, SubmitError};
 use serde_json::json;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
 
+use crate::attachment::Attachment;
 use crate::convert::to_batch;
 use crate::error::DrasiReactionError;
-use crate::reconcile::{Reconciled, SnapshotDiff};
+use crate::rebuild::{commit_rebuild, diff_with};
+use crate::repair::{self, Heal, Signals, OUTCOME_QUEUE};
 
-/// Rows per chunk when reading our own rows for a rebuild.
-const SNAPSHOT_CHUNK_ROWS: usize = 4096;
-
-/// Where a query's two numberings meet (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Attachment {
-    /// Drasi's `as_of_sequence` of the snapshot we reconciled with.
-    drasi_base: u64,
-    /// Our committed sequence right after reconciling; `None` when nothing was ever committed
-    /// and nothing needed to be, in which case Drasi's numbers are used as they are.
-    ours_base: Option<u64>,
-    /// The last Drasi sequence taken (starts at `drasi_base`).
-    last: u64,
-}
-
-impl Attachment {
-    /// Our sequence for Drasi's `drasi_sequence` (which is after `drasi_base`).
-    fn ours(&self, drasi_sequence: u64) -> Option<u64> {
-        let delta = drasi_sequence.checked_sub(self.drasi_base)?;
-        match self.ours_base {
-            None => Some(drasi_sequence),
-            Some(base) => base.checked_add(delta),
-        }
-    }
-}
-
-/// One query's state in the reaction.
-#[derive(Debug, Default)]
-struct Link {
+/// One query's state in the reaction, under its lock.
+#[derive(Debug)]
+struct LinkState {
     attached: Option<Attachment>,
-    /// The newest result handed to the runtime: once it is answered, every earlier one is.
-    last_pending: Option<Pending>,
+    /// The query's committed position in the runtime: a cheap read per result.
+    position: watch::Receiver<Position>,
+    /// Results handed to the runtime so far (compared with the answers counted in `Signals`).
+    submitted: u64,
+    /// The drain task's queue, between `start` and `stop`.
+    outcomes: Option<mpsc::Sender<Pending>>,
+    /// The repair task's requests, between `start` and `stop`.
+    repairs: Option<mpsc::Sender<()>>,
+}
+
+#[derive(Debug)]
+struct Link {
+    query_id: String,
+    state: Mutex<LinkState>,
+    signals: Arc<Signals>,
 }
 
 /// How a reconciliation ended.
@@ -119,17 +120,24 @@ struct Counters {
 /// or to add the same reaction to the next drasi-lib after a restart.
 #[derive(Clone)]
 pub struct LiveResultsReaction {
-    base: Arc<ReactionBase>,
+    inner: Arc<Inner>,
+}
+
+/// Everything a clone shares; the repair tasks hold it weakly.
+struct Inner {
+    base: ReactionBase,
     handle: RuntimeHandle,
-    links: Arc<HashMap<String, Mutex<Link>>>,
-    counters: Arc<Counters>,
+    links: HashMap<String, Link>,
+    counters: Counters,
+    /// The per-query background tasks (see [`crate::repair`]), between `start` and `stop`.
+    workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for LiveResultsReaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveResultsReaction")
-            .field("id", &self.base.id)
-            .field("queries", &self.base.queries)
+            .field("id", &self.inner.base.id)
+            .field("queries", &self.inner.base.queries)
             .finish_non_exhaustive()
     }
 }
@@ -144,68 +152,141 @@ impl LiveResultsReaction {
         let queries: Vec<String> = queries.into_iter().map(Into::into).collect();
         let links = queries
             .iter()
-            .map(|q| (q.clone(), Mutex::new(Link::default())))
+            .map(|q| {
+                let state = LinkState {
+                    attached: None,
+                    position: handle.watch(q),
+                    submitted: 0,
+                    outcomes: None,
+                    repairs: None,
+                };
+                let link = Link {
+                    query_id: q.clone(),
+                    state: Mutex::new(state),
+                    signals: Arc::new(Signals::default()),
+                };
+                (q.clone(), link)
+            })
             .collect();
         let params = ReactionBaseParams::new(id, queries)
             .with_recovery_policy(ReactionRecoveryPolicy::AutoReset);
         LiveResultsReaction {
-            base: Arc::new(ReactionBase::new(params)),
-            handle,
-            links: Arc::new(links),
-            counters: Arc::new(Counters::default()),
+            inner: Arc::new(Inner {
+                base: ReactionBase::new(params),
+                handle,
+                links,
+                counters: Counters::default(),
+                workers: std::sync::Mutex::new(Vec::new()),
+            }),
         }
     }
 
     /// What the reaction has done so far.
     pub fn stats(&self) -> ReactionStats {
+        let c = &self.inner.counters;
         ReactionStats {
-            results: self.counters.results.load(Ordering::Relaxed),
-            redeliveries: self.counters.redeliveries.load(Ordering::Relaxed),
-            continues: self.counters.continues.load(Ordering::Relaxed),
-            rebuilds: self.counters.rebuilds.load(Ordering::Relaxed),
+            results: c.results.load(Ordering::Relaxed),
+            redeliveries: c.redeliveries.load(Ordering::Relaxed),
+            continues: c.continues.load(Ordering::Relaxed),
+            rebuilds: c.rebuilds.load(Ordering::Relaxed),
         }
     }
 
-    /// Waits until every result handed to the runtime so far is committed (or refused).
+    /// Waits until every result handed to the runtime so far is answered: committed, or not
+    /// (which marks its query for a re-attach; see [`crate::repair`]).
     pub async fn settle(&self) {
-        for link in self.links.values() {
-            let pending = link.lock().await.last_pending.take();
-            if let Some(pending) = pending {
-                if let Err(e) = pending.wait().await {
-                    tracing::warn!(error = %e, "a result was not committed");
-                }
-            }
+        for link in self.inner.links.values() {
+            let submitted = link.state.lock().await.submitted;
+            link.signals.wait_answered(submitted).await;
         }
     }
 
+    /// Starts each query's drain and repair tasks, unless they are running.
+    async fn start_workers(&self) {
+        if !lock(&self.inner.workers).is_empty() {
+            return;
+        }
+        let mut workers = Vec::with_capacity(self.inner.links.len() * 2);
+        for (query_id, link) in &self.inner.links {
+            let (outcomes, outcomes_rx) = mpsc::channel(OUTCOME_QUEUE);
+            let (repairs, repairs_rx) = mpsc::channel(1);
+            let mut state = link.state.lock().await;
+            workers.push(tokio::spawn(repair::drain(
+                query_id.clone(),
+                outcomes_rx,
+                Arc::clone(&link.signals),
+                repairs.clone(),
+            )));
+            workers.push(tokio::spawn(repair::repair(
+                Arc::downgrade(&self.inner),
+                query_id.clone(),
+                repairs_rx,
+                state.position.clone(),
+            )));
+            state.outcomes = Some(outcomes);
+            state.repairs = Some(repairs);
+        }
+        lock(&self.inner.workers).extend(workers);
+    }
+
+    /// Stops the background tasks (after [`LiveResultsReaction::settle`]).
+    async fn stop_workers(&self) {
+        let workers: Vec<_> = lock(&self.inner.workers).drain(..).collect();
+        for worker in &workers {
+            worker.abort();
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
+        for link in self.inner.links.values() {
+            let mut state = link.state.lock().await;
+            state.outcomes = None;
+            state.repairs = None;
+            link.signals.forget_unanswered(state.submitted);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Guards a plain list of task handles: a panic elsewhere cannot leave it half updated.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
     /// Takes one result of one of our queries.
     async fn take(&self, result: QueryResult) -> Result<(), DrasiReactionError> {
         let Some(link) = self.links.get(&result.query_id) else {
             tracing::warn!(query_id = %result.query_id, "result of a query this reaction does not subscribe to");
             return Ok(());
         };
-        let mut link = link.lock().await;
+        let mut state = link.state.lock().await;
         let query_id = result.query_id.as_str();
         let sequence = result.sequence;
-        let attachment = match link.attached {
+        let attachment = match state.attached {
             Some(a) if sequence <= a.last => {
                 self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            // The next one, unless the runtime stopped the query since (a commit that failed
-            // beyond its retries): then everything after it would be refused too.
-            Some(a) if Some(sequence) == a.last.checked_add(1) && !self.stopped(query_id) => a,
-            // Not attached since the last start, Drasi skipped sequences, or the query stopped:
-            // what we hold can no longer be trusted to be Drasi's state minus this result;
+            // The next one, unless what we hold can no longer be trusted to be Drasi's state
+            // minus this result: an earlier result was not committed (dirty), the query was
+            // cleared, or another writer committed past us.
+            Some(a)
+                if Some(sequence) == a.last.checked_add(1)
+                    && !link.signals.is_dirty()
+                    && a.holds(*state.position.borrow()) =>
+            {
+                a
+            }
+            // Not attached since the last start, or Drasi skipped sequences, or the above:
             // re-attach.
             _ => {
-                let snapshot = self.fetch_snapshot(query_id).await?;
-                let (a, _) = self.reconcile(&mut link, query_id, snapshot).await?;
+                let (a, _) = self.attach(&mut state, link, query_id, None).await?;
                 if sequence <= a.last {
                     self.counters.redeliveries.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 if Some(sequence) != a.last.checked_add(1) {
+                    self.failed(&mut state, link);
                     return Err(DrasiReactionError::AheadOfSnapshot {
                         query_id: query_id.to_owned(),
                         drasi_sequence: sequence,
@@ -226,23 +307,46 @@ impl LiveResultsReaction {
         batch.sequence = ours;
         match self.handle.submit_tracked(Event::Change(batch)).await {
             Ok(pending) => {
-                link.last_pending = Some(pending);
-                link.attached = Some(Attachment {
+                state.attached = Some(Attachment {
                     last: sequence,
                     ..attachment
                 });
                 self.counters.results.fetch_add(1, Ordering::Relaxed);
+                Self::track(&mut state, link, pending).await;
                 Ok(())
             }
             Err(e) => {
-                // The result is lost to us; the next one re-attaches from a snapshot.
-                link.attached = None;
+                // The result is lost to us: re-attach from a snapshot, now and at the next one.
+                self.failed(&mut state, link);
                 Err(e.into())
             }
         }
     }
 
+    /// Hands the answer to a queued result to the drain task (waiting for room: backpressure),
+    /// or, when it is not running, waits for the answer here.
+    async fn track(state: &mut LinkState, link: &Link, pending: Pending) {
+        state.submitted = state.submitted.saturating_add(1);
+        let pending = match &state.outcomes {
+            Some(outcomes) => match outcomes.send(pending).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(pending)) => pending,
+            },
+            None => pending,
+        };
+        link.signals
+            .answer(&link.query_id, pending.wait().await, state.repairs.as_ref());
+    }
+
+    /// Forgets the attachment after a failure and asks for a repair in the background: the
+    /// query must not stay stale until Drasi happens to send its next result.
+    fn failed(&self, state: &mut LinkState, link: &Link) {
+        state.attached = None;
+        link.signals.mark_dirty(state.repairs.as_ref());
+    }
+
     fn stopped(&self, query_id: &str) -> bool {
+        // Once per attach, not per result: the status is a copy of the query's whole record.
         matches!(
             self.handle.status(query_id).map(|s| s.state),
             Some(QueryState::Stopped(_))
@@ -267,24 +371,46 @@ impl LiveResultsReaction {
             })
     }
 
-    /// Attaches `link` to Drasi's `snapshot`: continue when our rows equal it, otherwise commit
+    /// Attaches to `snapshot` (fetched when `None`); on failure the query is marked for a
+    /// repair.
+    async fn attach(
+        &self,
+        state: &mut LinkState,
+        link: &Link,
+        query_id: &str,
+        snapshot: Option<SnapshotStream>,
+    ) -> Result<(Attachment, Decision), DrasiReactionError> {
+        let snapshot = match snapshot {
+            Some(snapshot) => Ok(snapshot),
+            None => self.fetch_snapshot(query_id).await,
+        };
+        let result = match snapshot {
+            Ok(snapshot) => self.reconcile(state, link, query_id, snapshot).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.failed(state, link);
+        }
+        result
+    }
+
+    /// Attaches `state` to Drasi's `snapshot`: continue when our rows equal it, otherwise commit
     /// the diff as one commit (see [`crate::reconcile`]).
     async fn reconcile(
         &self,
-        link: &mut Link,
+        state: &mut LinkState,
+        link: &Link,
         query_id: &str,
         snapshot: SnapshotStream,
     ) -> Result<(Attachment, Decision), DrasiReactionError> {
-        // Our rows must include everything already queued before they are compared.
-        if let Some(pending) = link.last_pending.take() {
-            if let Err(e) = pending.wait().await {
-                tracing::warn!(query_id, error = %e, "a queued result was not committed before the rebuild");
-            }
-        }
-        link.attached = None;
+        // Our rows must include everything already queued before they are compared, and every
+        // answer about the old attachment must be in before its mark is cleared.
+        link.signals.wait_answered(state.submitted).await;
+        link.signals.clear_dirty();
+        state.attached = None;
         let mut snapshot = snapshot;
         let mut cleared = false;
-        let (as_of, config_hash, committed, reconciled, outcome) = loop {
+        let (as_of, config_hash, before, reconciled, outcome) = loop {
             // A query the runtime stopped (after an earlier failure) accepts nothing until it is
             // cleared; Drasi still has it, so clear it (once) and rebuild it whole.
             if !cleared && self.stopped(query_id) {
@@ -297,27 +423,34 @@ impl LiveResultsReaction {
             }
             let as_of = snapshot.as_of_sequence;
             let config_hash = snapshot.config_hash;
-            let (committed, reconciled) = self.diff_with(query_id, snapshot).await?;
+            let (before, reconciled) = diff_with(&self.handle, query_id, snapshot).await?;
             if reconciled.diffs.is_empty() {
                 self.counters.continues.fetch_add(1, Ordering::Relaxed);
+                let after = before.sequence;
                 break (
                     as_of,
                     config_hash,
-                    committed,
+                    before,
                     reconciled,
-                    (committed, Decision::Continue),
+                    (after, Decision::Continue),
                 );
             }
-            match self
-                .commit_rebuild(query_id, committed, as_of, config_hash, &reconciled)
-                .await
+            match commit_rebuild(
+                &self.handle,
+                query_id,
+                before.sequence,
+                as_of,
+                config_hash,
+                &reconciled,
+            )
+            .await
             {
                 Ok(sequence) => {
                     self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
                     break (
                         as_of,
                         config_hash,
-                        committed,
+                        before,
                         reconciled,
                         (Some(sequence), Decision::Rebuild),
                     );
@@ -338,104 +471,47 @@ impl LiveResultsReaction {
             drasi_base: as_of,
             ours_base: outcome.0,
             last: as_of,
+            epoch: before.epoch,
         };
         tracing::info!(
             query_id,
             decision = ?outcome.1,
             drasi_as_of_sequence = as_of,
             drasi_config_hash = config_hash,
-            committed_before = ?committed,
+            committed_before = ?before.sequence,
             committed_after = ?outcome.0,
+            epoch = before.epoch,
             changed = (reconciled.diffs.len() as u64).saturating_sub(reconciled.deleted),
             deleted = reconciled.deleted,
             unchanged = reconciled.unchanged,
             "attached to Drasi query"
         );
-        link.attached = Some(attachment);
+        state.attached = Some(attachment);
         Ok((attachment, outcome.1))
-    }
-
-    /// Our committed sequence and the diff from our rows to the snapshot's.
-    async fn diff_with(
-        &self,
-        query_id: &str,
-        mut snapshot: SnapshotStream,
-    ) -> Result<(Option<u64>, Reconciled), DrasiReactionError> {
-        let store_error = |source| DrasiReactionError::Store {
-            query_id: query_id.to_owned(),
-            source,
-        };
-        let ours = self
-            .handle
-            .store()
-            .snapshot(query_id, SNAPSHOT_CHUNK_ROWS)
-            .await
-            .map_err(store_error)?;
-        let committed = ours.info().sequence;
-        let rows = ours.collect_rows().await.map_err(store_error)?;
-        let mut diff = SnapshotDiff::new(query_id, rows);
-        while let Some((signature, row)) = snapshot.next_keyed().await {
-            diff.push(signature, row);
-        }
-        Ok((committed, diff.finish()))
-    }
-
-    /// Commits a rebuild right after our committed sequence (at Drasi's `as_of_sequence` when
-    /// nothing is committed yet), as ONE commit through the runtime, ordered with the query's
-    /// other events and delivered to its reactions like any commit.
-    async fn commit_rebuild(
-        &self,
-        query_id: &str,
-        committed: Option<u64>,
-        as_of: u64,
-        config_hash: u64,
-        reconciled: &Reconciled,
-    ) -> Result<u64, DrasiReactionError> {
-        let sequence = match committed {
-            None => as_of,
-            // Sequence u64::MAX cannot be followed: the runtime refuses the commit as a
-            // regression, which is the honest answer.
-            Some(c) => c.saturating_add(1),
-        };
-        let batch = ResultBatch {
-            query_id: query_id.to_owned(),
-            sequence,
-            timestamp_ms: now_ms(),
-            diffs: reconciled.diffs.clone(),
-            metadata: Some(json!({
-                "liveresults_rebuild": {
-                    "drasi_as_of_sequence": as_of,
-                    "drasi_config_hash": config_hash,
-                    "deleted": reconciled.deleted,
-                    "unchanged": reconciled.unchanged,
-                }
-            })),
-        };
-        match self
-            .handle
-            .commit_batch(query_id, vec![Event::Change(batch)])
-            .await?
-        {
-            Applied::Committed { sequence } => Ok(sequence),
-            // Skipped or deprovisioned: the runtime's committed sequence moved under us, or the
-            // query was deleted. Nothing was written; the next result attaches again.
-            other => Err(DrasiReactionError::RebuildNotApplied {
-                query_id: query_id.to_owned(),
-                outcome: format!("{other:?}"),
-            }),
-        }
     }
 }
 
-fn now_ms() -> Option<u64> {
-    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-    u64::try_from(elapsed.as_millis()).ok()
+#[async_trait]
+impl Heal for Inner {
+    async fn heal(&self, query_id: &str) -> Result<(), DrasiReactionError> {
+        let Some(link) = self.links.get(query_id) else {
+            return Ok(());
+        };
+        let mut state = link.state.lock().await;
+        let position = *state.position.borrow();
+        let due = link.signals.is_dirty() || state.attached.is_some_and(|a| !a.holds(position));
+        if !due {
+            return Ok(());
+        }
+        self.attach(&mut state, link, query_id, None).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Reaction for LiveResultsReaction {
     fn id(&self) -> &str {
-        self.base.get_id()
+        self.inner.base.get_id()
     }
 
     fn type_name(&self) -> &str {
@@ -443,23 +519,25 @@ impl Reaction for LiveResultsReaction {
     }
 
     fn properties(&self) -> HashMap<String, serde_json::Value> {
-        HashMap::from([("queries".to_owned(), json!(self.base.queries))])
+        HashMap::from([("queries".to_owned(), json!(self.inner.base.queries))])
     }
 
     fn query_ids(&self) -> Vec<String> {
-        self.base.get_queries().to_vec()
+        self.inner.base.get_queries().to_vec()
     }
 
     async fn initialize(&self, context: ReactionRuntimeContext) {
-        self.base.initialize(context).await;
+        self.inner.base.initialize(context).await;
     }
 
     async fn start(&self) -> anyhow::Result<()> {
         // Every start may follow an upstream restart: attach again before taking results.
-        for link in self.links.values() {
-            link.lock().await.attached = None;
+        for link in self.inner.links.values() {
+            link.state.lock().await.attached = None;
         }
-        self.base
+        self.start_workers().await;
+        self.inner
+            .base
             .set_status(
                 ComponentStatus::Running,
                 Some("liveresults reaction started".into()),
@@ -470,7 +548,9 @@ impl Reaction for LiveResultsReaction {
 
     async fn stop(&self) -> anyhow::Result<()> {
         self.settle().await;
-        self.base
+        self.stop_workers().await;
+        self.inner
+            .base
             .set_status(
                 ComponentStatus::Stopped,
                 Some("liveresults reaction stopped".into()),
@@ -480,11 +560,11 @@ impl Reaction for LiveResultsReaction {
     }
 
     async fn status(&self) -> ComponentStatus {
-        self.base.get_status().await
+        self.inner.base.get_status().await
     }
 
     async fn enqueue_query_result(&self, result: QueryResult) -> anyhow::Result<()> {
-        self.take(result).await.map_err(anyhow::Error::new)
+        self.inner.take(result).await.map_err(anyhow::Error::new)
     }
 
     /// Our store is the reaction's durable state; drasi-lib's state store need not be.
@@ -502,48 +582,25 @@ impl Reaction for LiveResultsReaction {
     }
 
     async fn bootstrap(&self, ctx: BootstrapContext) -> anyhow::Result<()> {
-        let Some(link) = self.links.get(&ctx.query_id) else {
+        let inner = &self.inner;
+        let Some(link) = inner.links.get(&ctx.query_id) else {
             return Ok(());
         };
-        let snapshot = ctx
-            .fetch_snapshot()
-            .await
-            .map_err(|source| DrasiReactionError::Fetch {
-                query_id: ctx.query_id.clone(),
-                source,
-            })?;
-        let mut link = link.lock().await;
-        self.reconcile(&mut link, &ctx.query_id, snapshot).await?;
+        let mut state = link.state.lock().await;
+        let snapshot = match ctx.fetch_snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(source) => {
+                inner.failed(&mut state, link);
+                return Err(DrasiReactionError::Fetch {
+                    query_id: ctx.query_id.clone(),
+                    source,
+                }
+                .into());
+            }
+        };
+        inner
+            .attach(&mut state, link, &ctx.query_id, Some(snapshot))
+            .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mapping_keeps_our_sequence_growing_across_an_upstream_restart() {
-        // First attach: nothing committed, Drasi's numbers are used as they are.
-        let fresh = Attachment {
-            drasi_base: 0,
-            ours_base: None,
-            last: 0,
-        };
-        assert_eq!(fresh.ours(1), Some(1));
-        // Drasi restarted at 0 while we had committed 50 and rebuilt at 51.
-        let restarted = Attachment {
-            drasi_base: 0,
-            ours_base: Some(51),
-            last: 0,
-        };
-        assert_eq!(restarted.ours(1), Some(52));
-        assert_eq!(restarted.ours(10), Some(61));
-        let overflow = Attachment {
-            drasi_base: 0,
-            ours_base: Some(u64::MAX),
-            last: 0,
-        };
-        assert_eq!(overflow.ours(1), None);
     }
 }

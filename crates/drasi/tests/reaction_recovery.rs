@@ -3,13 +3,16 @@
 //! handed to the reaction the way drasi-lib's forwarder does (`enqueue_query_result`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use drasi_lib::channels::{QueryResult, ResultDiff};
 use drasi_lib::context::ReactionRuntimeContext;
 use drasi_lib::queries::output_state::{FetchError, SnapshotStream};
 use drasi_lib::{Reaction, SnapshotFetcher};
+use futures_util::StreamExt;
 use liveresults_core::codec::changes::{decode_changes, ChangeItem, ChangeOp};
 use liveresults_core::codec::row::decode_row;
 use liveresults_core::formats::{Diff, Event, ResultBatch};
@@ -21,10 +24,17 @@ use serde_json::{json, Value as Json};
 
 const Q: &str = "q";
 
+/// A counter, and where its value is recorded as each snapshot row is read.
+type Probe = (Arc<AtomicU64>, Arc<Mutex<Vec<u64>>>);
+
 /// What drasi-lib's `fetch_snapshot` answers.
 #[derive(Default)]
 struct FakeDrasi {
     state: Mutex<(u64, Vec<(u64, Json)>)>,
+    /// Fetches still to fail (`TimedOut`).
+    failures: AtomicU32,
+    /// When set, the value of this counter as each snapshot row is read.
+    probe: Mutex<Option<Probe>>,
 }
 
 impl FakeDrasi {
@@ -36,12 +46,22 @@ impl FakeDrasi {
 #[async_trait]
 impl SnapshotFetcher for FakeDrasi {
     async fn fetch_snapshot(&self, _query_id: &str) -> Result<SnapshotStream, FetchError> {
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(FetchError::TimedOut);
+        }
         let (as_of, rows) = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Ok(SnapshotStream::from_keyed_stream(
-            futures_util::stream::iter(rows),
-            as_of,
-            7,
-        ))
+        let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let rows = futures_util::stream::iter(rows).map(move |row| {
+            if let Some((counter, seen)) = &probe {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.push(counter.load(Ordering::SeqCst));
+            }
+            row
+        });
+        Ok(SnapshotStream::from_keyed_stream(rows, as_of, 7))
     }
 }
 
@@ -54,13 +74,12 @@ struct Setup {
 }
 
 async fn setup() -> anyhow::Result<Setup> {
+    setup_with(RuntimeConfig::new()).await
+}
+
+async fn setup_with(config: RuntimeConfig) -> anyhow::Result<Setup> {
     let store = Arc::new(MemoryStore::new());
-    let runtime = Runtime::start(
-        store.clone() as Arc<dyn ResultStore>,
-        RuntimeConfig::new(),
-        Vec::new(),
-    )
-    .await?;
+    let runtime = Runtime::start(store.clone() as Arc<dyn ResultStore>, config, Vec::new()).await?;
     let reaction = LiveResultsReaction::new("lr", [Q], runtime.handle());
     let drasi = Arc::new(FakeDrasi::default());
     let (updates_tx, updates) = tokio::sync::mpsc::channel(256);
@@ -111,6 +130,36 @@ impl Setup {
             .values()
             .filter_map(|r| r["id"].as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// Waits (at most 10 s, with no result delivered) until our rows are `expected`.
+    async fn converges_to(&self, expected: &[(u64, Json)]) -> anyhow::Result<()> {
+        let expected: BTreeMap<u64, Json> = expected.iter().cloned().collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = rows(&self.store).await?;
+            if got == expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("rows stayed {got:?}, expected {expected:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A commit of another writer on our query, at `sequence`, adding the row `x`.
+    fn foreign(sequence: u64) -> Event {
+        Event::Change(ResultBatch {
+            query_id: Q.to_owned(),
+            sequence,
+            timestamp_ms: None,
+            diffs: vec![Diff::Add {
+                data: Value::from(json!({"id": "x"})),
+                signature: Some(99),
+            }],
+            metadata: None,
+        })
     }
 
     /// The query's state and committed sequence in our runtime.
@@ -302,21 +351,22 @@ async fn a_query_stopped_while_running_heals_at_the_next_result() -> anyhow::Res
     s.deliver(1, vec![add(1, "a", 150.0)]).await?;
     s.stop_query_with_a_gap().await;
 
-    // No restart: the very next result finds the query stopped and rebuilds it from Drasi,
-    // whose snapshot already holds that result.
+    // No restart: the next result is refused by the stopped query, which marks it for a
+    // rebuild from Drasi, done in the background or by the result after it, whichever comes
+    // first. Drasi's snapshot, fetched after both results were sent, holds them.
     s.drasi.set(
-        2,
-        vec![
-            (1, json!({"id": "a", "total": 150.0})),
-            (2, json!({"id": "b", "total": 200.0})),
-        ],
+        3,
+        vec![row(1, "a", 150.0), row(2, "b", 200.0), row(3, "c", 300.0)],
     );
     s.reaction
         .enqueue_query_result(result(2, vec![add(2, "b", 200.0)]))
         .await?;
     s.deliver(3, vec![add(3, "c", 300.0)]).await?;
-    assert_eq!(s.ids().await?, ["a", "b", "c"]);
+    s.converges_to(&[row(1, "a", 150.0), row(2, "b", 200.0), row(3, "c", 300.0)])
+        .await?;
     assert_eq!(s.state()?, (QueryState::Running, Some(3)));
+    s.deliver(4, vec![add(4, "d", 400.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "b", "c", "d"]);
     s.runtime.shutdown().await?;
     Ok(())
 }
@@ -339,6 +389,139 @@ async fn a_row_with_signature_zero_is_unchanged_across_an_attach() -> anyhow::Re
     let stats = s.reaction.stats();
     assert_eq!((stats.rebuilds, stats.continues), (0, 2), "{stats:?}");
     assert_eq!(s.ids().await?, ["z", "b"]);
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+fn row(signature: u64, id: &str, total: f64) -> (u64, Json) {
+    (signature, json!({"id": id, "total": total}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_between_results_is_rebuilt_from_drasi() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    s.deliver(2, vec![add(2, "b", 200.0)]).await?;
+    let drasi = [row(1, "a", 150.0), row(2, "b", 200.0), row(3, "c", 300.0)];
+    s.drasi.set(2, drasi[..2].to_vec());
+    // An operator clears the query through the same runtime (`DELETE /queries/{id}`).
+    s.runtime.handle().clear_query(Q).await?;
+    s.drasi.set(3, drasi.to_vec());
+    s.deliver(3, vec![add(3, "c", 300.0)]).await?;
+    // a and b come back from Drasi's snapshot, not only the result after the clear.
+    s.converges_to(&drasi).await?;
+    s.deliver(4, vec![add(4, "d", 400.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "b", "c", "d"]);
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_of_a_quiet_query_is_rebuilt_without_a_result() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    s.drasi.set(1, vec![row(1, "a", 150.0)]);
+    s.runtime.handle().clear_query(Q).await?;
+    s.converges_to(&[row(1, "a", 150.0)]).await?;
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_commit_past_ours_loses_no_later_result() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    // Another writer (an HTTP ingest) commits sequence 2, which our mapping uses next: without
+    // a re-attach ours would be answered as a redelivery and skipped.
+    s.runtime
+        .handle()
+        .submit_and_wait(Setup::foreign(2))
+        .await?;
+    s.drasi.set(2, vec![row(1, "a", 150.0), row(2, "b", 200.0)]);
+    s.deliver(2, vec![add(2, "b", 200.0)]).await?;
+    s.deliver(3, vec![add(3, "c", 300.0)]).await?;
+    // Drasi's rows, with the foreign row gone and nothing of ours skipped.
+    assert_eq!(s.ids().await?, ["a", "b", "c"]);
+    let (state, committed) = s.state()?;
+    assert_eq!(state, QueryState::Running);
+    // The foreign 2, the rebuild as 3, Drasi's 3 as 4.
+    assert_eq!(committed, Some(4));
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_answered_as_skipped_is_repaired_without_another_result() -> anyhow::Result<()> {
+    // Commits wait 300 ms for company, so the foreign event below is still queued (and the
+    // committed sequence unchanged) when our result arrives: only the runtime's "skipped"
+    // answer tells the reaction that its result was not committed.
+    let s = setup_with(RuntimeConfig::new().group_commit(1000, Duration::from_millis(300))).await?;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    s.runtime.handle().submit(Setup::foreign(2)).await?;
+    s.drasi.set(2, vec![row(1, "a", 150.0), row(2, "b", 200.0)]);
+    s.deliver(2, vec![add(2, "b", 200.0)]).await?;
+    s.converges_to(&[row(1, "a", 150.0), row(2, "b", 200.0)])
+        .await?;
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_fetch_is_retried_without_another_result() -> anyhow::Result<()> {
+    let s = setup().await?;
+    s.deliver(1, vec![add(1, "a", 150.0)]).await?;
+    // 2 never arrives; 3 does, but Drasi's snapshot cannot be fetched the first time.
+    s.drasi.set(
+        3,
+        vec![row(1, "a", 150.0), row(2, "b", 200.0), row(3, "c", 300.0)],
+    );
+    s.drasi.failures.store(1, Ordering::SeqCst);
+    let refused = s
+        .reaction
+        .enqueue_query_result(result(3, vec![add(3, "c", 300.0)]))
+        .await;
+    assert!(refused.is_err(), "the fetch failed");
+    // Drasi has dropped result 3 and sends nothing more: the reaction retries on its own.
+    s.converges_to(&[row(1, "a", 150.0), row(2, "b", 200.0), row(3, "c", 300.0)])
+        .await?;
+    s.deliver(4, vec![add(4, "d", 400.0)]).await?;
+    assert_eq!(s.ids().await?, ["a", "b", "c", "d"]);
+    s.runtime.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_attach_lets_other_tasks_run() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let snapshot: Vec<(u64, Json)> = (1..=20_000)
+        .map(|i| row(i, &format!("r{i}"), 150.0))
+        .collect();
+    s.drasi.set(5, snapshot);
+    let ticks = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    *s.drasi.probe.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((Arc::clone(&ticks), Arc::clone(&seen)));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // One executor thread: the ticker only moves while the attach gives the thread up.
+    s.deliver(6, vec![add(20_001, "last", 150.0)]).await?;
+    ticker.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen.len(), 20_000);
+    assert!(
+        seen.last() > seen.first(),
+        "the executor thread was held through the whole snapshot: {:?}..{:?}",
+        seen.first(),
+        seen.last()
+    );
+    assert_eq!(rows(&s.store).await?.len(), 20_001);
     s.runtime.shutdown().await?;
     Ok(())
 }
