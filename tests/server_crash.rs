@@ -114,6 +114,7 @@ async fn sigkill_during_ingest_keeps_every_acknowledged_chunk_and_no_partial_one
                     let body: String = (next..next + POST_LINES).map(|s| line(s) + "\n").collect();
                     let sent = http
                         .post(format!("{url}/queries/q/events"))
+                        .header("content-type", "application/x-ndjson")
                         .body(body)
                         .send()
                         .await;

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use liveresults::runtime::Runtime;
 use liveresults::MemoryStore;
+use liveresults_server::limits::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERIES, DEFAULT_MAX_QUERY_ID_BYTES,
+};
 use liveresults_server::{
-    AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES,
+    AppState, Security, Tokens, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -35,22 +38,94 @@ pub struct Args {
     memory: bool,
     #[command(flatten)]
     pipeline: PipelineArgs,
-    /// Lines per ingest chunk; each chunk is one atomic commit.
-    #[arg(long, default_value_t = DEFAULT_CHUNK_LINES)]
+    /// Lines per ingest chunk; each chunk is one atomic commit (1 to 1,000,000).
+    #[arg(long, default_value_t = DEFAULT_CHUNK_LINES, value_parser = in_range(1, 1_000_000))]
     chunk_lines: usize,
-    /// Bytes after which an ingest chunk is committed even with fewer lines.
-    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES)]
+    /// Bytes after which an ingest chunk is committed even with fewer lines (1 B to 1 GiB).
+    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, value_parser = in_range(1, 1 << 30))]
     chunk_bytes: usize,
-    /// Largest ingest body in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    /// Largest ingest body in bytes (at least 1).
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
     max_body_bytes: u64,
-    /// Longest wait of a change-feed long-poll before it answers 204, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    /// Longest wait of a change-feed long-poll before it answers 204, in seconds (0 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     long_poll_timeout_secs: u64,
-    /// Seconds open connections get to finish after Ctrl-C / SIGTERM before they are dropped.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// Seconds open connections get to finish after Ctrl-C / SIGTERM before they are dropped
+    /// (0 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
+    /// Bearer tokens, one `ROLE:TOKEN` per line (role read, write or admin; `#` comments).
+    /// Tokens in the LIVERESULTS_TOKENS variable (`ROLE:TOKEN`, comma-separated) are added.
+    /// Without any token the server is open to whoever reaches it.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Accepted Host header values, comma-separated (`name` any port, `name:port` one port);
+    /// others get 421. Default: any Host.
+    #[arg(long, value_name = "HOST,HOST", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// A browser origin (`https://app.example`) allowed to call the API (CORS); repeatable.
+    /// Default: none, and writes from a foreign Origin are refused.
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+    /// Seconds a client gets to send a request's headers (1 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+    /// Longest pause, in seconds, between two pieces of a request body (1 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_read_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog (1 to 1,048,576).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = in_range(1, liveresults_server::limits::MAX_CONNECTIONS))]
+    max_connections: usize,
+    /// Queries the server holds; a first write to one more gets 403 (1 to 100,000,000).
+    #[arg(long, default_value_t = DEFAULT_MAX_QUERIES, value_parser = in_range(1, 100_000_000))]
+    max_queries: usize,
+    /// Longest query id in bytes; longer ids get 400 (1 to 65,535).
+    #[arg(long, default_value_t = DEFAULT_MAX_QUERY_ID_BYTES,
+          value_parser = in_range(1, liveresults::core::rules::MAX_QUERY_ID_BYTES))]
+    max_query_id_bytes: usize,
 }
+
+/// A clap parser for a `usize` between `min` and `max`, saying the range when refused.
+fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |text: &str| {
+        let value: usize = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number from {min} to {max}"))?;
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("{value} is out of range: from {min} to {max}"))
+        }
+    }
+}
+
+/// The tokens of `--token-file` and `LIVERESULTS_TOKENS` (read off the executor threads).
+async fn tokens(file: Option<&PathBuf>) -> Result<Tokens, String> {
+    let mut tokens = Tokens::new();
+    if let Some(path) = file {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("reading the token file {}: {e}", path.display()))?;
+        let origin = path.display().to_string();
+        tokens = tokens.add(&text, &origin).map_err(|e| e.to_string())?;
+    }
+    if let Some(text) = std::env::var_os(TOKENS_VAR) {
+        let text = text
+            .into_string()
+            .map_err(|_| format!("{TOKENS_VAR} is not UTF-8"))?;
+        tokens = tokens.add(&text, TOKENS_VAR).map_err(|e| e.to_string())?;
+    }
+    Ok(tokens)
+}
+
+/// The environment variable holding extra tokens.
+const TOKENS_VAR: &str = "LIVERESULTS_TOKENS";
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
@@ -84,6 +159,11 @@ async fn shutdown_signal() {
 /// HTTP (in-flight chunks finish, live readers end), the runtime, the store.
 pub async fn run(args: Args) -> CliResult {
     let config = runtime_config(&args.pipeline)?;
+    let tokens = tokens(args.token_file.as_ref()).await?;
+    let security = Security::new()
+        .tokens(tokens)
+        .allowed_hosts(args.allowed_hosts.clone())
+        .cors_origins(args.cors_origin.clone());
     let store = match &args.data {
         Some(dir) if !args.memory => Opened::rocks(dir).await?,
         _ => Opened::Memory(Arc::new(MemoryStore::new())),
@@ -105,13 +185,28 @@ pub async fn run(args: Args) -> CliResult {
         .await
         .and(stdout.flush().await)
         .map_err(|e| format!("writing to stdout: {e}"))?;
-    tracing::info!(%addr, "serving");
+    tracing::info!(%addr, tokens = security.requires_tokens(), "serving");
+    if !security.requires_tokens() && !addr.ip().is_loopback() {
+        let warning = format!(
+            "WARNING: listening on {addr}, which is not a loopback address, WITHOUT ACCESS \
+             CONTROL: anyone who reaches this port can ingest, clear and delete queries. \
+             Configure tokens with --token-file or {TOKENS_VAR}."
+        );
+        eprintln!("\n{}\n{warning}\n{}\n", "!".repeat(78), "!".repeat(78));
+        tracing::warn!("{warning}");
+    }
     let state = AppState::new(runtime.handle())
         .chunk_lines(args.chunk_lines)
         .chunk_bytes(args.chunk_bytes)
         .max_body_bytes(args.max_body_bytes)
         .long_poll_timeout(Duration::from_secs(args.long_poll_timeout_secs))
-        .shutdown_grace(Duration::from_secs(args.shutdown_grace_secs));
+        .shutdown_grace(Duration::from_secs(args.shutdown_grace_secs))
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
+        .body_read_timeout(Duration::from_secs(args.body_read_timeout_secs))
+        .max_connections(args.max_connections)
+        .max_queries(args.max_queries)
+        .max_query_id_bytes(args.max_query_id_bytes)
+        .security(security);
     let served = liveresults_server::serve(listener, state, shutdown_signal()).await;
     let stopped = runtime.shutdown().await;
     let closed = store.close().await;
