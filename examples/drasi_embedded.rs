@@ -87,7 +87,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .await?;
     drasi.start().await?;
 
-    // 3. The HTTP server on the same store, until Ctrl-C.
+    // 3. The HTTP server on the same store, until Ctrl-C. Its writes are the reaction's
+    //    business too: after `DELETE /queries/big` (a clear) or an ingest into a query the
+    //    reaction feeds, the reaction re-attaches the query to Drasi's snapshot by itself.
     let listener = TcpListener::bind(addr).await?;
     eprintln!("serving http://{addr}  (try: curl -s {addr}/queries/big/snapshot)");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

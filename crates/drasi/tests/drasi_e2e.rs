@@ -11,6 +11,8 @@ use common::{
     SPENT,
 };
 use drasi_lib::ComponentStatus;
+use liveresults_core::formats::{Diff, Event, ResultBatch};
+use liveresults_core::row::Value;
 use liveresults_core::testing::env_number;
 use liveresults_core::{MemoryStore, ResultStore};
 use liveresults_drasi::LiveResultsReaction;
@@ -186,6 +188,49 @@ async fn query_stopped_and_started_in_drasi_stays_equal() -> anyhow::Result<()> 
     }
     let at = wait_converged(&core, &*store, &reaction, CONVERGE).await?;
     eprintln!("after stop/start: {at:?}, {:?}", reaction.stats());
+    core.shutdown().await?;
+    runtime.shutdown().await?;
+    Ok(())
+}
+
+/// Other writers on the same runtime, as the HTTP API is when served next to the reaction: an
+/// operator's clear of one query and a foreign ingest into the other, mid-workload. Our rows
+/// must end equal to Drasi's anyway, with no result skipped for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_and_a_foreign_ingest_mid_workload_converge() -> anyhow::Result<()> {
+    let store: Arc<dyn ResultStore> = Arc::new(MemoryStore::new());
+    let runtime = Runtime::start(Arc::clone(&store), RuntimeConfig::new(), Vec::new()).await?;
+    let reaction = LiveResultsReaction::new("liveresults", QUERIES, runtime.handle());
+    let (core, source) = start_drasi(reaction.clone()).await?;
+    let mut workload = Workload::new(0x5EED_0006);
+    for _ in 0..300 {
+        push(&source, &workload.next_op()).await?;
+    }
+    wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    let handle = runtime.handle();
+    handle.clear_query(BIG).await?;
+    // A foreign commit that takes SPENT's next sequence (our next result's), with a row Drasi
+    // never had.
+    let committed = handle.status(SPENT).and_then(|s| s.sequence).unwrap_or(0);
+    let foreign = Event::Change(ResultBatch {
+        query_id: SPENT.to_owned(),
+        sequence: committed + 1,
+        timestamp_ms: None,
+        diffs: vec![Diff::Add {
+            data: Value::from(serde_json::json!({"customer": "mallory", "spent": 1.0})),
+            signature: Some(7),
+        }],
+        metadata: None,
+    });
+    handle.submit_and_wait(foreign).await?;
+    for _ in 0..300 {
+        push(&source, &workload.next_op()).await?;
+    }
+    let at = wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    eprintln!(
+        "after a clear and a foreign ingest: {at:?}, {:?}",
+        reaction.stats()
+    );
     core.shutdown().await?;
     runtime.shutdown().await?;
     Ok(())
