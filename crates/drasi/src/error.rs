@@ -6,9 +6,10 @@ use liveresults_runtime::SubmitError;
 
 /// Why [`crate::LiveResultsReaction`] could not take a result or rebuild a query.
 ///
-/// drasi-lib sees these as `anyhow` errors (its reaction trait's error type) and logs them; the
-/// reaction itself forgets where the query stood, so the next result rebuilds it from Drasi's
-/// snapshot instead of applying on top of a hole.
+/// drasi-lib sees these as `anyhow` errors (its reaction trait's error type), logs them and drops
+/// the result; the reaction itself forgets where the query stood and re-attaches it to Drasi's
+/// snapshot, in the background with a capped backoff and at the next result, instead of applying
+/// on top of a hole.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DrasiReactionError {
