@@ -85,9 +85,15 @@ async fn a_stalled_body_is_cut_off_by_the_body_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(400), "{answer}");
     eprintln!("{answer}");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("reading the request body after line 1"), "{answer}");
+    assert!(
+        answer.contains("reading the request body after line 1"),
+        "{answer}"
+    );
     // The chunk in flight was not committed.
-    assert_eq!(server.get_json("/queries/q").await.1["sequence"], Value::Null);
+    assert_eq!(
+        server.get_json("/queries/q").await.1["sequence"],
+        Value::Null
+    );
     server.stop().await;
 }
 
@@ -190,5 +196,23 @@ async fn an_absurd_long_poll_timeout_neither_overflows_nor_panics() {
         .unwrap()
         .expect("the long-poll's worker panicked");
     assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_header_timeout_does_not_cut_a_slow_answer() {
+    let server = Server::start(|s| {
+        s.header_read_timeout(Duration::from_millis(200))
+            .long_poll_timeout(Duration::from_secs(1))
+    })
+    .await;
+    assert_eq!(server.post("q", adds("q", 1, 1, 1)).await.status(), 200);
+    let (_, info) = server.get_json("/queries/q").await;
+    let tail = info["offset"].as_str().unwrap().to_owned();
+    let url = server.at(&format!("/queries/q/changes?offset={tail}&live=long-poll"));
+    let started = Instant::now();
+    let r = server.http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(started.elapsed() >= Duration::from_millis(900));
     server.stop().await;
 }
