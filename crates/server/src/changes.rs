@@ -5,7 +5,8 @@
 //! returns and how a waiter learns of a commit is the `feed` module's, shared with SSE.
 //!
 //! Every message is one committed outbox entry (see [`crate::render::change`]). A read starts
-//! after `offset` and returns at most a batch of entries with `Stream-Next-Offset` (where the
+//! after `offset` and returns at most a batch of entries and at most the configured bytes
+//! (`changes_max_bytes`, but always one message), with `Stream-Next-Offset` (where the
 //! next read starts) and, when it reached the tail, `Stream-Up-To-Date: true`.
 //!
 //! - **Catch-up** (no `live`): answers at once; `ETag` and `If-None-Match` → 304.
@@ -23,7 +24,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value as Json;
 
 use crate::error::ApiError;
 use crate::feed::{cursor, Feed, Read};
@@ -74,7 +74,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 
 /// A 200 (or 304) with the read's messages as a JSON array.
 fn data_response(
-    read: Read,
+    read: &Read,
     etag: Option<String>,
     cursor: Option<String>,
     request: &HeaderMap,
@@ -83,7 +83,7 @@ fn data_response(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = Json::Array(read.messages).to_string();
+        let body = read.json_array();
         let mut r = (StatusCode::OK, body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -154,11 +154,16 @@ pub async fn changes(
         None => {
             known_info(&state, &query_id).await?;
             let inner = &*state.inner;
-            let read = Feed::new(&inner.runtime, &query_id, inner.changes_batch)
-                .read(start)
-                .await?;
+            let read = Feed::new(
+                &inner.runtime,
+                &query_id,
+                inner.changes_batch,
+                inner.changes_max_bytes,
+            )
+            .read(start)
+            .await?;
             let etag = (start != Start::Now).then(|| etag(raw, read.next));
-            Ok(data_response(read, etag, None, &headers))
+            Ok(data_response(&read, etag, None, &headers))
         }
         Some("long-poll") => {
             long_poll(
@@ -188,13 +193,18 @@ async fn long_poll(
 ) -> Result<Response, ApiError> {
     let inner = &*state.inner;
     known_info(state, query_id).await?;
-    let feed = Feed::new(&inner.runtime, query_id, inner.changes_batch);
+    let feed = Feed::new(
+        &inner.runtime,
+        query_id,
+        inner.changes_batch,
+        inner.changes_max_bytes,
+    );
     let mut position = feed.subscribe();
     let first = feed.read(start).await?;
     if !first.messages.is_empty() {
         let etag = etag(raw, first.next);
         return Ok(data_response(
-            first,
+            &first,
             Some(etag),
             Some(cursor(client_cursor)),
             headers,
@@ -213,7 +223,7 @@ async fn long_poll(
         Some(read) => {
             let etag = etag(&tail.to_string(), read.next);
             Ok(data_response(
-                read,
+                &read,
                 Some(etag),
                 Some(cursor(client_cursor)),
                 headers,

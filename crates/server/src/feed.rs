@@ -6,8 +6,11 @@
 //! SSE stream does not depend on the handler that dispatches to it. Nothing here knows about
 //! axum: errors are [`FeedError`], which the error module maps to HTTP answers.
 //!
-//! A read is at most one batch of entries (the configured `changes_batch`), rendered on the
-//! blocking pool. An offset of an older epoch (the query was cleared), one beyond the tail, or
+//! A read is at most one batch of entries (the configured `changes_batch`) and at most
+//! `changes_max_bytes` of rendered messages (but always one message), rendered on the
+//! blocking pool. Entries are fetched from the store in pages sized from the payloads seen so
+//! far, so a read holds about its byte budget of entries, never a whole batch of large ones:
+//! what a client that stops reading can pin in memory is one bounded response. An offset of an older epoch (the query was cleared), one beyond the tail, or
 //! one whose batches have left the outbox is a [`FeedError::MustRefetch`]: the reader must
 //! rebuild from the snapshot — the feed never skips over a gap silently.
 
@@ -16,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use liveresults_core::{OutboxEntry, StoreError};
 use liveresults_runtime::{CommittedChange, Position, RuntimeHandle};
-use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use crate::offset::{Offset, Start};
@@ -54,12 +56,29 @@ pub enum FeedError {
 /// One read of the feed.
 #[derive(Debug)]
 pub(crate) struct Read {
-    /// Rendered messages, oldest first.
-    pub(crate) messages: Vec<Json>,
+    /// Rendered messages (each a JSON text), oldest first.
+    pub(crate) messages: Vec<String>,
     /// Where the next read starts.
     pub(crate) next: Offset,
     /// Whether `next` is the query's tail.
     pub(crate) up_to_date: bool,
+}
+
+impl Read {
+    /// The messages as one JSON array text.
+    pub(crate) fn json_array(&self) -> String {
+        let bytes: usize = self.messages.iter().map(|m| m.len() + 1).sum();
+        let mut out = String::with_capacity(bytes + 2);
+        out.push('[');
+        for (i, message) in self.messages.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(message);
+        }
+        out.push(']');
+        out
+    }
 }
 
 /// One query's change feed over the runtime.
@@ -69,14 +88,22 @@ pub(crate) struct Feed<'a> {
     query_id: &'a str,
     /// Outbox entries per read.
     batch: usize,
+    /// Bytes of rendered messages per read (at least one message is always returned).
+    max_bytes: usize,
 }
 
 impl<'a> Feed<'a> {
-    pub(crate) fn new(runtime: &'a RuntimeHandle, query_id: &'a str, batch: usize) -> Self {
+    pub(crate) fn new(
+        runtime: &'a RuntimeHandle,
+        query_id: &'a str,
+        batch: usize,
+        max_bytes: usize,
+    ) -> Self {
         Feed {
             runtime,
             query_id,
             batch,
+            max_bytes,
         }
     }
 
@@ -122,11 +149,11 @@ impl<'a> Feed<'a> {
                 Start::At(offset) if offset == tail => return Ok(at_tail),
                 Start::At(offset) => offset.sequence,
             };
-            let entries = match store.read_outbox(query_id, after, self.batch).await {
-                Ok(entries) => entries,
-                Err(StoreError::OutboxGap {
+            let (messages, last) = match self.read_pages(after, info.epoch).await {
+                Ok(read) => read,
+                Err(FeedError::Store(StoreError::OutboxGap {
                     evicted_through, ..
-                }) => {
+                })) => {
                     return Err(FeedError::MustRefetch {
                         detail: format!(
                             "the outbox of query {query_id:?} no longer holds the batches after \
@@ -135,14 +162,12 @@ impl<'a> Feed<'a> {
                         tail,
                     })
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let now = store.query_info(query_id).await?;
             if now.epoch != info.epoch {
                 continue; // cleared while reading: the entries may belong to the new epoch
             }
-            let last = entries.last().map(|entry| entry.span.last);
-            let messages = render_entries(query_id, info.epoch, entries).await?;
             let next = match (last, start) {
                 (Some(last), _) => Offset {
                     epoch: info.epoch,
@@ -160,6 +185,54 @@ impl<'a> Feed<'a> {
         Err(FeedError::Internal(format!(
             "query {query_id:?} was cleared {READ_ATTEMPTS} times while being read"
         )))
+    }
+
+    /// Reads and renders the entries after `after`, page by page, until the batch or the
+    /// byte budget is spent or the outbox ends. The first page is one entry; later pages are
+    /// sized from the largest payload seen so far to fit what is left of the budget, so the
+    /// entries held at once stay near the budget however large each is. Returns the messages
+    /// and the last sequence they cover. A gap met after the first page ends the read early
+    /// (the next read reports it).
+    async fn read_pages(
+        &self,
+        after: Option<u64>,
+        epoch: u64,
+    ) -> Result<(Vec<String>, Option<u64>), FeedError> {
+        let (store, query_id) = (self.runtime.store(), self.query_id);
+        let mut messages = Vec::new();
+        let mut used = 0usize;
+        let mut last = after;
+        let mut page = 1usize;
+        let mut largest_payload = 1usize;
+        while messages.len() < self.batch {
+            let limit = page.min(self.batch - messages.len());
+            let entries = match store.read_outbox(query_id, last, limit).await {
+                Ok(entries) => entries,
+                Err(e @ StoreError::OutboxGap { .. }) if messages.is_empty() => {
+                    return Err(e.into())
+                }
+                Err(StoreError::OutboxGap { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let fetched = entries.len();
+            largest_payload =
+                (entries.iter().map(|e| e.payload.len())).fold(largest_payload, usize::max);
+            let room = self.max_bytes.saturating_sub(used);
+            let rendered =
+                render_entries(query_id, epoch, entries, room, messages.is_empty()).await?;
+            let taken = rendered.len();
+            for (sequence, text) in rendered {
+                used = used.saturating_add(text.len() + 1);
+                last = Some(sequence);
+                messages.push(text);
+            }
+            if taken < fetched || fetched < limit || used >= self.max_bytes {
+                break; // the budget is spent, or the outbox has no more
+            }
+            page = (self.max_bytes.saturating_sub(used) / largest_payload).max(1);
+        }
+        let last = if messages.is_empty() { None } else { last };
+        Ok((messages, last))
     }
 
     /// Waits for a commit after `after` and reads from there: the first non-empty read, or
@@ -194,19 +267,31 @@ impl<'a> Feed<'a> {
 
 /// Decodes and renders outbox entries on the blocking pool: up to a response's worth of
 /// batches is CPU work that would otherwise stall every request sharing the executor thread.
+/// Stops before the entry that would take the messages past `room` bytes, unless no message
+/// was taken yet (`need_one`). Returns each message with its entry's last sequence.
 async fn render_entries(
     query_id: &str,
     epoch: u64,
     entries: Vec<OutboxEntry>,
-) -> Result<Vec<Json>, FeedError> {
+    room: usize,
+    need_one: bool,
+) -> Result<Vec<(u64, String)>, FeedError> {
     let query_id = query_id.to_owned();
     let rendered = tokio::task::spawn_blocking(move || {
-        entries
-            .iter()
-            .map(|entry| {
-                CommittedChange::from_outbox(&query_id, epoch, entry).map(|c| render::change(&c))
-            })
-            .collect::<Result<Vec<_>, _>>()
+        let mut out = Vec::with_capacity(entries.len());
+        let mut room = room;
+        for entry in &entries {
+            let change = CommittedChange::from_outbox(&query_id, epoch, entry)?;
+            let text = render::change(&change).to_string();
+            // One byte for the separator in the array the messages end up in.
+            let cost = text.len().saturating_add(1);
+            if cost > room && !(need_one && out.is_empty()) {
+                break;
+            }
+            room = room.saturating_sub(cost);
+            out.push((entry.span.last, text));
+        }
+        Ok::<_, StoreError>(out)
     })
     .await
     .map_err(|e| FeedError::Internal(format!("rendering task failed: {e}")))?;

@@ -54,7 +54,10 @@ pub use auth::{Role, Security, TokenError, Tokens};
 pub use counters::ServerMetrics;
 pub use error::ApiError;
 pub use offset::{Offset, Start};
-pub use state::{AppState, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES};
+pub use state::{
+    AppState, DEFAULT_CHANGES_MAX_BYTES, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES,
+    DEFAULT_MAX_BODY_BYTES,
+};
 
 /// The router with every route, its state, request tracing and HTTP metrics, behind the
 /// access checks ([`auth`]), the query limits ([`limits`]), the body read timeout and, when

@@ -10,6 +10,11 @@
 //! Each stream is fed by its own task through a small bounded channel: the task parks on the
 //! query's position watch (subscribed before the first read, so no commit is missed), holding
 //! no store resources, and notices a departed client through the channel closing.
+//!
+//! Memory per stream is bounded: a data event is one bounded feed read (`changes_max_bytes`),
+//! the channel holds one data and one control event, and the task waits for room in it before
+//! it reads again — a client that stops reading pins what is queued, not a growing backlog
+//! or one more read.
 
 use std::convert::Infallible;
 
@@ -26,8 +31,8 @@ use crate::offset::Start;
 use crate::queries::known_info;
 use crate::state::AppState;
 
-/// Events buffered between a stream's task and its connection.
-const SSE_BUFFER: usize = 16;
+/// Events buffered between a stream's task and its connection: one read's data and control.
+const SSE_BUFFER: usize = 2;
 
 /// Starts an SSE stream; errors before the first event are ordinary HTTP errors.
 pub(crate) async fn sse(
@@ -38,7 +43,12 @@ pub(crate) async fn sse(
 ) -> Result<Response, ApiError> {
     known_info(&state, &query_id).await?;
     let inner = &*state.inner;
-    let feed = Feed::new(&inner.runtime, &query_id, inner.changes_batch);
+    let feed = Feed::new(
+        &inner.runtime,
+        &query_id,
+        inner.changes_batch,
+        inner.changes_max_bytes,
+    );
     let position = feed.subscribe();
     let first = feed.read(start).await?;
     let (tx, rx) = mpsc::channel::<Event>(SSE_BUFFER);
@@ -55,7 +65,7 @@ pub(crate) async fn sse(
 /// Sends one read as events; `false` when the client is gone.
 async fn emit(tx: &mpsc::Sender<Event>, read: Read, cursor: &str) -> bool {
     if !read.messages.is_empty() {
-        let data = Json::Array(read.messages).to_string();
+        let data = read.json_array();
         if tx
             .send(Event::default().event("data").data(data))
             .await
@@ -87,7 +97,12 @@ async fn follow(
     mut client_cursor: Option<String>,
 ) {
     let inner = &*state.inner;
-    let feed = Feed::new(&inner.runtime, &query_id, inner.changes_batch);
+    let feed = Feed::new(
+        &inner.runtime,
+        &query_id,
+        inner.changes_batch,
+        inner.changes_max_bytes,
+    );
     let _client = inner.metrics.sse_client();
     let deadline = crate::limits::deadline_after(inner.sse_max_duration);
     let mut current = first;
@@ -99,6 +114,16 @@ async fn follow(
             return;
         }
         client_cursor = Some(cursor);
+        // Wait until the client has taken what was queued before reading more, so a client
+        // that stopped reading does not make this task hold another read.
+        let room = tokio::select! {
+            room = tx.reserve_many(SSE_BUFFER) => room.is_ok(),
+            () = inner.shutdown.cancelled() => false,
+            () = tokio::time::sleep_until(deadline) => false,
+        };
+        if !room {
+            return;
+        }
         let read = if up_to_date {
             // At the tail: wait for the next commit, or for a reason to end the stream.
             let stop = async {

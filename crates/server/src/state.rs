@@ -30,6 +30,9 @@ const DEFAULT_SSE_MAX_DURATION: Duration = Duration::from_secs(60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default outbox entries per change-feed response.
 const DEFAULT_CHANGES_BATCH: usize = 256;
+/// Default bytes of messages per change-feed response (catch-up, long-poll, one SSE data
+/// event): bounds what one client that stops reading can hold in the server's memory.
+pub const DEFAULT_CHANGES_MAX_BYTES: usize = 4 << 20;
 /// Default rows per snapshot chunk read from the store.
 const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 4096;
 
@@ -44,6 +47,7 @@ pub(crate) struct Inner {
     pub(crate) sse_keep_alive: Duration,
     pub(crate) sse_max_duration: Duration,
     pub(crate) changes_batch: usize,
+    pub(crate) changes_max_bytes: usize,
     pub(crate) snapshot_chunk_rows: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) shutdown: CancellationToken,
@@ -75,6 +79,7 @@ impl AppState {
                 sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
                 sse_max_duration: DEFAULT_SSE_MAX_DURATION,
                 changes_batch: DEFAULT_CHANGES_BATCH,
+                changes_max_bytes: DEFAULT_CHANGES_MAX_BYTES,
                 snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 shutdown: CancellationToken::new(),
@@ -145,6 +150,14 @@ impl AppState {
     #[must_use]
     pub fn changes_batch(self, entries: usize) -> Self {
         self.edit(|i| i.changes_batch = entries.max(1))
+    }
+
+    /// Bytes of rendered messages per change-feed response — a catch-up or long-poll body,
+    /// one SSE data event (default 4 MiB). A response always carries at least one message,
+    /// however large; the next read continues where it stopped.
+    #[must_use]
+    pub fn changes_max_bytes(self, bytes: usize) -> Self {
+        self.edit(|i| i.changes_max_bytes = bytes.max(1))
     }
 
     /// Rows per snapshot chunk read from the store (default 4,096).
