@@ -8,9 +8,10 @@ use liveresults_core::StoreError;
 #[non_exhaustive]
 pub enum StopReason {
     /// Under `Strict`, upstream skipped sequences.
-    #[error("sequence gap: committed {committed:?}, received {received}")]
+    #[error("sequence gap: received {received} right after {}", sequence_or_start(*committed))]
     Gap {
-        /// The committed sequence when the gap was seen.
+        /// The sequence before the gap: the committed one, or one earlier in the same
+        /// (refused) batch — then nothing of the batch was committed.
         committed: Option<u64>,
         /// The sequence that arrived.
         received: u64,
@@ -23,12 +24,25 @@ pub enum StopReason {
     Deleted,
 }
 
+/// A sequence for a message, `none` when there is none (never Rust's `Some(1)`).
+fn sequence_or_none(sequence: Option<u64>) -> String {
+    sequence.map_or_else(|| "none".to_owned(), |s| s.to_string())
+}
+
+/// The sequence before a gap for a message; `None` is the query's start.
+fn sequence_or_start(sequence: Option<u64>) -> String {
+    sequence.map_or_else(
+        || "the start (nothing committed)".to_owned(),
+        |s| s.to_string(),
+    )
+}
+
 /// Why an event was not committed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
     /// The query is stopped; nothing is accepted until it is cleared.
-    #[error("query {query_id:?} is stopped ({reason}); last committed sequence {committed:?}")]
+    #[error("query {query_id:?} is stopped ({reason}); last committed sequence: {}", sequence_or_none(*committed))]
     QueryStopped {
         /// The query.
         query_id: String,
@@ -55,7 +69,7 @@ pub enum SubmitError {
         found: String,
     },
     /// The store refused the commit.
-    #[error("query {query_id:?}: {source}; last committed sequence {committed:?}")]
+    #[error("query {query_id:?}: {source}; last committed sequence: {}", sequence_or_none(*committed))]
     Store {
         /// The query.
         query_id: String,

@@ -128,11 +128,22 @@ impl<'a> Feed<'a> {
             let after = match start {
                 Start::Now => return Ok(at_tail),
                 Start::Beginning => None,
-                Start::At(offset) if offset.epoch != info.epoch => {
+                Start::At(offset) if offset.epoch < info.epoch => {
                     return Err(FeedError::MustRefetch {
                         detail: format!(
                             "offset {offset} belongs to epoch {} of query {query_id:?}, which \
                              was cleared since (epoch {})",
+                            offset.epoch, info.epoch
+                        ),
+                        tail,
+                    })
+                }
+                Start::At(offset) if offset.epoch > info.epoch => {
+                    return Err(FeedError::MustRefetch {
+                        detail: format!(
+                            "offset {offset} names epoch {} of query {query_id:?}, which it has \
+                             not reached (current epoch {}): the offset does not come from this \
+                             store",
                             offset.epoch, info.epoch
                         ),
                         tail,

@@ -48,6 +48,27 @@ pub enum FormatError {
         /// The accepted values.
         expected: &'static str,
     },
+    /// An integer outside the 64-bit range (below `i64::MIN`, above `u64::MAX`): it cannot be
+    /// kept exactly, and as the nearest float it would merge with its neighbours.
+    #[error(
+        "field `{field}` holds the integer {number}, outside the 64-bit range (from \
+         -9223372036854775808 to 18446744073709551615): it cannot be kept exactly; send it as a \
+         string"
+    )]
+    NumberOutOfRange {
+        /// Path of the field.
+        field: String,
+        /// The literal as sent (cut after 64 characters).
+        number: String,
+    },
+    /// An object holds the same key twice.
+    #[error("duplicate key `{key}` in {}", if object.is_empty() { "the event".to_owned() } else { format!("`{object}`") })]
+    DuplicateKey {
+        /// Path of the object (empty for the event itself).
+        object: String,
+        /// The repeated key.
+        key: String,
+    },
 }
 
 impl FormatError {
@@ -56,7 +77,9 @@ impl FormatError {
         match self {
             FormatError::Missing { field }
             | FormatError::WrongType { field, .. }
-            | FormatError::UnknownVariant { field, .. } => Some(field),
+            | FormatError::UnknownVariant { field, .. }
+            | FormatError::NumberOutOfRange { field, .. } => Some(field),
+            FormatError::DuplicateKey { .. } => None,
             FormatError::InvalidJson { .. } | FormatError::UnknownFormat { .. } => None,
         }
     }

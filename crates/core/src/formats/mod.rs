@@ -22,6 +22,7 @@
 //! - `json_walk.rs`, [`drasi_lib`], [`platform`]: the slow path, which walks a parsed
 //!   `serde_json::Value` by hand so that every error names the JSON path of the offending
 //!   field (`results[3].type`, `updatedResults[0].after`);
+//! - `strict.rs`: the check both paths run first (integers beyond 64 bits, duplicate keys);
 //! - `error.rs`: [`FormatError`] and [`LineError`].
 
 mod diff_mapping;
@@ -31,6 +32,7 @@ mod event;
 mod fast;
 mod json_walk;
 pub mod platform;
+mod strict;
 
 use serde_json::Value as Json;
 
@@ -45,8 +47,11 @@ use json_walk::json_kind;
 ///
 /// Detection: an object with `"kind"` is a Drasi platform event; an object with `"query_id"`
 /// and `"results"` is a drasi-lib query result; anything else is
-/// [`FormatError::UnknownFormat`]. Never panics, whatever `text` holds.
+/// [`FormatError::UnknownFormat`]. Integers beyond the 64-bit range and duplicate keys are
+/// refused first, for both parsing paths ([`FormatError::NumberOutOfRange`],
+/// [`FormatError::DuplicateKey`]). Never panics, whatever `text` holds.
 pub fn parse_event(text: &str) -> Result<Event, FormatError> {
+    strict::check(text)?;
     if let Some(event) = fast::try_parse(text) {
         return Ok(event);
     }
@@ -55,6 +60,8 @@ pub fn parse_event(text: &str) -> Result<Event, FormatError> {
 }
 
 /// Like [`parse_event`], for JSON that is already parsed (an HTTP body, a stream entry).
+/// Parsed JSON has already lost duplicate keys and exact big integers: prefer
+/// [`parse_event`] on the text where there is one.
 pub fn parse_event_value(json: Json) -> Result<Event, FormatError> {
     let object = match json {
         Json::Object(object) => object,

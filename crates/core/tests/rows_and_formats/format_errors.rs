@@ -317,3 +317,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn integers_beyond_64_bits_and_duplicate_keys_are_refused_by_both_paths_golden() {
+    let golden = include_str!("../golden/strict_input.tsv");
+    let mut cases = 0;
+    for line in golden
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (input, expected) = line.split_once('\t').expect("input TAB expected");
+        let got = match parse_event(input) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(got, expected, "{input}");
+        cases += 1;
+    }
+    assert_eq!(cases, 7);
+    // Two ids one apart stay two rows: the largest u64 and its predecessor.
+    let line = |id: u64| {
+        format!(
+            r#"{{"query_id":"q","sequence":1,"results":[{{"type":"ADD","data":{{"id":{id}}}}}]}}"#
+        )
+    };
+    let a = parse_event(&line(u64::MAX)).unwrap();
+    let b = parse_event(&line(u64::MAX - 1)).unwrap();
+    assert_ne!(a, b);
+}
