@@ -257,3 +257,41 @@ fn verify_exit_codes_and_report() {
     let out = ok(&["verify", "users", "--data", data]);
     assert!(out.contains("clean"), "{out}");
 }
+
+#[test]
+fn stats_cuts_long_ids_in_the_table_and_keeps_them_whole_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let input = dir.path().join("events.ndjson");
+    let long = "q".repeat(5000);
+    write_events(&input, &[(long.as_str(), 1), ("short", 1), ("short", 2)]);
+    ok(&["replay", input.to_str().unwrap(), "--data", data]);
+
+    let out = ok(&["stats", "--data", data]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // Every line is as wide as the 40-character id column allows, not 5,000 characters.
+    for line in &lines {
+        assert!(line.chars().count() < 100, "{} chars", line.chars().count());
+    }
+    let cut = format!("{}…", "q".repeat(39));
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [cut.as_str(), "1", "1", "0"]
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["short", "2", "2", "0"]
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["stats", "--json", "--data", data])).unwrap();
+    assert_eq!(json[0]["query_id"], long.as_str());
+    assert_eq!(
+        (json[0]["sequence"].as_u64(), json[0]["rows"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(json[1]["query_id"], "short");
+    assert_eq!(json[1]["epoch"], 0);
+}
