@@ -10,7 +10,8 @@ use liveresults_server::limits::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERIES, DEFAULT_MAX_QUERY_ID_BYTES,
 };
 use liveresults_server::{
-    AppState, Security, Tokens, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES,
+    AppState, Security, Tokens, DEFAULT_CHANGES_MAX_BYTES, DEFAULT_CHUNK_BYTES,
+    DEFAULT_CHUNK_LINES, DEFAULT_MAX_BODY_BYTES,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -48,6 +49,12 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_body_bytes: u64,
+    /// Bytes of messages per change-feed response (catch-up, long-poll, one SSE data event;
+    /// always at least one message): bounds the memory a client that stops reading can hold
+    /// (1 KiB to 1 GiB).
+    #[arg(long, default_value_t = DEFAULT_CHANGES_MAX_BYTES,
+          value_parser = in_range(1 << 10, 1 << 30))]
+    changes_max_bytes: usize,
     /// Longest wait of a change-feed long-poll before it answers 204, in seconds (0 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -199,6 +206,7 @@ pub async fn run(args: Args) -> CliResult {
         .chunk_lines(args.chunk_lines)
         .chunk_bytes(args.chunk_bytes)
         .max_body_bytes(args.max_body_bytes)
+        .changes_max_bytes(args.changes_max_bytes)
         .long_poll_timeout(Duration::from_secs(args.long_poll_timeout_secs))
         .shutdown_grace(Duration::from_secs(args.shutdown_grace_secs))
         .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
