@@ -168,15 +168,14 @@ async fn restarted_drasi_counting_from_one_is_not_skipped() -> anyhow::Result<()
 /// after it, our rows still equal Drasi's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_stopped_and_started_in_drasi_stays_equal() -> anyhow::Result<()> {
-    let store: Arc<dyn ResultStore> = Arc::new(MemoryStore::new());
-    let runtime = Runtime::start(Arc::clone(&store), RuntimeConfig::new(), Vec::new()).await?;
-    let reaction = LiveResultsReaction::new("liveresults", QUERIES, runtime.handle());
-    let (core, source) = start_drasi(reaction.clone()).await?;
-    let mut workload = Workload::new(0x5EED_0005);
-    for _ in 0..300 {
-        push(&source, &workload.next_op()).await?;
-    }
-    wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    let Converged {
+        store,
+        runtime,
+        reaction,
+        core,
+        source,
+        mut workload,
+    } = converged_after_300_changes(0x5EED_0005).await?;
     for query in QUERIES {
         core.stop_query(query).await?;
         wait_status(&core, query, ComponentStatus::Stopped).await?;
@@ -198,15 +197,14 @@ async fn query_stopped_and_started_in_drasi_stays_equal() -> anyhow::Result<()> 
 /// must end equal to Drasi's anyway, with no result skipped for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clear_and_a_foreign_ingest_mid_workload_converge() -> anyhow::Result<()> {
-    let store: Arc<dyn ResultStore> = Arc::new(MemoryStore::new());
-    let runtime = Runtime::start(Arc::clone(&store), RuntimeConfig::new(), Vec::new()).await?;
-    let reaction = LiveResultsReaction::new("liveresults", QUERIES, runtime.handle());
-    let (core, source) = start_drasi(reaction.clone()).await?;
-    let mut workload = Workload::new(0x5EED_0006);
-    for _ in 0..300 {
-        push(&source, &workload.next_op()).await?;
-    }
-    wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    let Converged {
+        store,
+        runtime,
+        reaction,
+        core,
+        source,
+        mut workload,
+    } = converged_after_300_changes(0x5EED_0006).await?;
     let handle = runtime.handle();
     handle.clear_query(BIG).await?;
     // A foreign commit that takes SPENT's next sequence (our next result's), with a row Drasi
@@ -234,6 +232,37 @@ async fn a_clear_and_a_foreign_ingest_mid_workload_converge() -> anyhow::Result<
     core.shutdown().await?;
     runtime.shutdown().await?;
     Ok(())
+}
+
+/// A memory store, the runtime, the reaction and drasi-lib, after 300 random changes (from
+/// `seed`) have converged.
+struct Converged {
+    store: Arc<dyn ResultStore>,
+    runtime: Runtime,
+    reaction: LiveResultsReaction,
+    core: drasi_lib::DrasiLib,
+    source: drasi_source_application::ApplicationSourceHandle,
+    workload: Workload,
+}
+
+async fn converged_after_300_changes(seed: u64) -> anyhow::Result<Converged> {
+    let store: Arc<dyn ResultStore> = Arc::new(MemoryStore::new());
+    let runtime = Runtime::start(Arc::clone(&store), RuntimeConfig::new(), Vec::new()).await?;
+    let reaction = LiveResultsReaction::new("liveresults", QUERIES, runtime.handle());
+    let (core, source) = start_drasi(reaction.clone()).await?;
+    let mut workload = Workload::new(seed);
+    for _ in 0..300 {
+        push(&source, &workload.next_op()).await?;
+    }
+    wait_converged(&core, &*store, &reaction, CONVERGE).await?;
+    Ok(Converged {
+        store,
+        runtime,
+        reaction,
+        core,
+        source,
+        workload,
+    })
 }
 
 async fn wait_status(
