@@ -2,9 +2,12 @@
 //! validated at startup, tokens come from a file and the environment, a non-loopback bind
 //! without tokens warns.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use support::serve::Serve;
 
 const ADMIN: &str = "admin-token-0123456789";
 const READ: &str = "read-token-0123456789";
@@ -63,46 +66,18 @@ fn bad_token_entries_are_refused_without_echoing_the_token() {
     assert!(!stderr.contains("secret-secret"), "{stderr}");
 }
 
-/// A running server; killed on drop.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `liveresults serve --memory ARGS` with `tokens` in LIVERESULTS_TOKENS.
 fn serve(args: &[&str], tokens: Option<String>) -> Serve {
     let mut command = liveresults();
     if let Some(tokens) = tokens {
         command.env("LIVERESULTS_TOKENS", tokens);
     }
-    let mut child = command
-        .args(["serve", "--memory"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let port = addr.rsplit_once(':').unwrap().1;
-    Serve {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    support::serve::spawn(
+        command
+            .args(["serve", "--memory"])
+            .args(args)
+            .stderr(Stdio::piped()),
+    )
 }
 
 #[tokio::test]

@@ -5,10 +5,12 @@
 //! kill can land between the server chunks of one request. Every line adds rows tagged with
 //! its server chunk's number, so a chunk's rows are all present or all absent.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::serve::Serve;
 
 const CHUNK_LINES: u64 = 10;
 const POST_LINES: u64 = 50;
@@ -20,32 +22,14 @@ fn rounds() -> usize {
     liveresults_core::testing::crash::crash_rounds(4) as usize
 }
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
 fn start(data: &str) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liveresults"))
-        .args(["serve", "--data", data, "--listen", "127.0.0.1:0"])
-        .args(["--chunk-lines", &CHUNK_LINES.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn liveresults serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Serve {
-        child,
-        url: format!("http://{addr}"),
-    }
+    support::serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_liveresults"))
+            .args(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+            .args(["--chunk-lines", &CHUNK_LINES.to_string()])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit()),
+    )
 }
 
 /// Line `sequence` adds rows tagged with its server chunk number.
