@@ -17,6 +17,7 @@ pub mod codec;
 pub mod contract_rules;
 pub mod error;
 pub mod formats;
+pub mod lease;
 pub mod memory;
 pub mod model;
 pub mod ndjson;

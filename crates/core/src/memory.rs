@@ -7,13 +7,16 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 use crate::contract_rules::{
     check_sequence, last_wins, next_epoch, validate_query_id, validate_reaction_id,
 };
 use crate::error::{ErrorClass, StoreError};
+use crate::lease::{check_fence, CommitNotice, LeaseClaim, LeaseHolder, LeaseOutcome, Leases};
 use crate::model::{
     Checkpoint, Commit, CommitReceipt, OutboxEntry, OutboxRetention, QueryInfo, RowChunk,
 };
@@ -22,11 +25,25 @@ use crate::store::{ResultStore, Snapshot, SnapshotChunks};
 
 type Rows = Arc<BTreeMap<u64, Vec<u8>>>;
 
+/// Notices kept for a slow subscriber before it starts losing them (it then sees `Lagged`).
+const NOTICE_CAPACITY: usize = 1024;
+
 /// An in-memory [`ResultStore`]. Cheap to create; everything is lost when it is dropped.
-#[derive(Debug, Default)]
+///
+/// It also implements [`Leases`] and [`commit_notices`](ResultStore::commit_notices), so
+/// that several runtimes in one process can share it the way hosts share a Redis store:
+/// that is how the multi-host logic is tested without a server.
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
     retention: OutboxRetention,
+    notices: broadcast::Sender<CommitNotice>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_retention(OutboxRetention::default())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +51,25 @@ struct State {
     queries: BTreeMap<String, QueryData>,
     /// Keyed by `(query_id, reaction_id)` so a clear can drop a query's checkpoints by range.
     checkpoints: BTreeMap<(String, String), Checkpoint>,
+    /// Live (or expired, not yet replaced) leases by query id.
+    leases: BTreeMap<String, MemoryLease>,
+    /// The last fencing token issued per query id; never forgotten, so tokens never repeat.
+    fence_tokens: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct MemoryLease {
+    holder: String,
+    address: String,
+    token: u64,
+    expires: Instant,
+}
+
+impl State {
+    /// The query's lease if it has not expired at `now`.
+    fn live_lease(&self, query_id: &str, now: Instant) -> Option<&MemoryLease> {
+        self.leases.get(query_id).filter(|l| l.expires > now)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +104,7 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::default(),
             retention,
+            notices: broadcast::channel(NOTICE_CAPACITY).0,
         }
     }
 
@@ -91,6 +128,10 @@ impl ResultStore for MemoryStore {
     ) -> Result<CommitReceipt, StoreError> {
         validate_query_id(query_id)?;
         let mut state = self.lock()?;
+        let live = state
+            .live_lease(query_id, Instant::now())
+            .map(|l| (l.holder.as_str(), l.token));
+        check_fence(query_id, commit.fence, live)?;
         if let Some(span) = commit.sequence {
             let committed = state.queries.get(query_id).and_then(|q| q.sequence);
             check_sequence(query_id, committed, span)?;
@@ -118,6 +159,7 @@ impl ResultStore for MemoryStore {
             });
             q.sequence = Some(span.last);
         }
+        self.notify(q.info(query_id));
         Ok(CommitReceipt {
             sequence: q.sequence,
             row_count: q.rows.len() as u64,
@@ -141,6 +183,7 @@ impl ResultStore for MemoryStore {
         let State {
             queries,
             checkpoints,
+            ..
         } = &mut *state;
         let Some(q) = queries.get_mut(query_id) else {
             return Ok(QueryInfo::empty(query_id));
@@ -152,7 +195,9 @@ impl ResultStore for MemoryStore {
         q.window.clear();
         q.outbox.clear();
         checkpoints.retain(|(query, _), _| query != query_id);
-        Ok(q.info(query_id))
+        let info = q.info(query_id);
+        self.notify(info.clone());
+        Ok(info)
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
@@ -237,6 +282,107 @@ impl ResultStore for MemoryStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+
+    fn commit_notices(&self) -> Option<broadcast::Receiver<CommitNotice>> {
+        Some(self.notices.subscribe())
+    }
+}
+
+impl MemoryStore {
+    /// Announces a write; having no subscriber is normal, so a send error is not one.
+    fn notify(&self, info: QueryInfo) {
+        let _ = self.notices.send(CommitNotice {
+            query_id: info.query_id,
+            epoch: info.epoch,
+            sequence: info.sequence,
+        });
+    }
+}
+
+#[async_trait]
+impl Leases for MemoryStore {
+    async fn acquire(
+        &self,
+        query_id: &str,
+        claim: LeaseClaim<'_>,
+    ) -> Result<LeaseOutcome, StoreError> {
+        validate_query_id(query_id)?;
+        let now = Instant::now();
+        let mut state = self.lock()?;
+        if let Some(live) = state.live_lease(query_id, now) {
+            if live.holder != claim.holder {
+                return Ok(LeaseOutcome::Held(LeaseHolder {
+                    holder: live.holder.clone(),
+                    address: live.address.clone(),
+                    token: live.token,
+                    remaining: live.expires.saturating_duration_since(now),
+                }));
+            }
+        }
+        let last = state.fence_tokens.get(query_id).copied().unwrap_or(0);
+        let token = last.checked_add(1).ok_or_else(|| {
+            StoreError::corrupt(
+                format!("fencing token of query {query_id:?}"),
+                "at u64::MAX",
+            )
+        })?;
+        let expires = deadline(now, claim.ttl);
+        state.fence_tokens.insert(query_id.to_owned(), token);
+        state.leases.insert(
+            query_id.to_owned(),
+            MemoryLease {
+                holder: claim.holder.to_owned(),
+                address: claim.address.to_owned(),
+                token,
+                expires,
+            },
+        );
+        Ok(LeaseOutcome::Granted { token })
+    }
+
+    async fn renew(&self, query_id: &str, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        validate_query_id(query_id)?;
+        let now = Instant::now();
+        let mut state = self.lock()?;
+        match state.leases.get_mut(query_id) {
+            Some(lease) if lease.token == token && lease.expires > now => {
+                lease.expires = deadline(now, ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, query_id: &str, token: u64) -> Result<(), StoreError> {
+        validate_query_id(query_id)?;
+        let mut state = self.lock()?;
+        if state.leases.get(query_id).is_some_and(|l| l.token == token) {
+            state.leases.remove(query_id);
+        }
+        Ok(())
+    }
+
+    async fn holder(&self, query_id: &str) -> Result<Option<LeaseHolder>, StoreError> {
+        validate_query_id(query_id)?;
+        let now = Instant::now();
+        let state = self.lock()?;
+        Ok(state.live_lease(query_id, now).map(|l| LeaseHolder {
+            holder: l.holder.clone(),
+            address: l.address.clone(),
+            token: l.token,
+            remaining: l.expires.saturating_duration_since(now),
+        }))
+    }
+}
+
+/// `now + ttl`, saturating far in the future instead of overflowing on an absurd ttl.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Walks a frozen copy of a query's rows, resuming after the last signature returned.

@@ -65,6 +65,9 @@ pub struct Commit<'a> {
     /// The outbox entry (the committed result batch, encoded by the caller). Ignored when
     /// `sequence` is `None`.
     pub payload: &'a [u8],
+    /// The fencing token of the lease the committing host holds on the query, when hosts
+    /// share the store (see [`crate::lease`]); `None` for a host that holds no lease.
+    pub fence: Option<u64>,
 }
 
 impl<'a> Commit<'a> {
@@ -74,6 +77,7 @@ impl<'a> Commit<'a> {
             mutations,
             sequence: None,
             payload: &[],
+            fence: None,
         }
     }
 
@@ -87,6 +91,16 @@ impl<'a> Commit<'a> {
             mutations,
             sequence: Some(span),
             payload,
+            fence: None,
+        }
+    }
+
+    /// The same commit, carrying the fencing token of the committing host's lease.
+    #[must_use]
+    pub fn with_fence(self, token: u64) -> Self {
+        Commit {
+            fence: Some(token),
+            ..self
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The store traits: Drasi's seed trait and the richer contract the runtime uses.
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 use crate::error::{IndexError, StoreError};
+use crate::lease::{CommitNotice, Leases};
 use crate::model::{
     Checkpoint, Commit, CommitReceipt, OutboxEntry, QueryInfo, RowChunk, RowMutation,
 };
@@ -108,6 +110,21 @@ pub trait ResultStore: Send + Sync {
     /// that cannot fail this way keep the default.
     async fn check_writable(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// The store's leases when several hosts may share it (`None`: one process owns the
+    /// store, as with RocksDB's directory lock, and no lease is needed).
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
+
+    /// A subscription to the commits and clears of every query, from every host sharing the
+    /// store (this one included), so readers on any host wake when a query changes. `None`
+    /// for stores only one process writes: that process's runtime knows its own commits.
+    /// A lagging receiver loses notices (`RecvError::Lagged`) and must assume every query
+    /// may have changed.
+    fn commit_notices(&self) -> Option<broadcast::Receiver<CommitNotice>> {
+        None
     }
 }
 

@@ -8,3 +8,4 @@ liveresults_core::conformance_suite!(MemoryHarness);
 fn memory_store_matches_the_model() {
     run_model_test(|| MemoryHarness, ModelConfig::default());
 }
+liveresults_core::lease_suite!(MemoryHarness);

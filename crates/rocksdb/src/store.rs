@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use liveresults_core::lease::check_fence;
 use liveresults_core::{
     Checkpoint, Commit, CommitReceipt, ErrorClass, OutboxEntry, QueryInfo, ResultStore, Snapshot,
     StoreError,
@@ -129,6 +130,8 @@ impl ResultStore for RocksStore {
             sequence = ?commit.sequence.map(|s| s.last),
             mutations = commit.mutations.len()
         );
+        // One process owns a RocksDB directory, so no lease can be live and no token valid.
+        check_fence(query_id, commit.fence, None)?;
         let owned = OwnedCommit::new(&commit);
         let id = query_id.to_owned();
         self.blocking(Line::Write, move |engine| engine.commit(&id, &owned))

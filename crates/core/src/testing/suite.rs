@@ -14,7 +14,7 @@ use crate::{
     StoreError,
 };
 
-conformance_cases! {
+conformance_cases! { store_conformance_cases;
     /// Upserted rows read back, and the count follows.
     pub async fn upsert_then_read<H: Harness>(mut h: H) {
         let s = open(&mut h).await;
