@@ -70,8 +70,8 @@ mod lease_suite;
 mod suite;
 
 pub use helpers::{commit_at, rows_of};
-pub use model::{run_model_test, ModelConfig};
 pub use lease_suite::*;
+pub use model::{run_model_test, ModelConfig};
 pub use suite::*;
 
 use async_trait::async_trait;
