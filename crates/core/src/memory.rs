@@ -55,6 +55,9 @@ struct State {
     leases: BTreeMap<String, MemoryLease>,
     /// The last fencing token issued per query id; never forgotten, so tokens never repeat.
     fence_tokens: BTreeMap<String, u64>,
+    /// Removed query ids -> the epoch a re-created query starts at (see
+    /// [`ResultStore::remove_query`]); dropped when the id is committed to again.
+    removed: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,19 @@ struct MemoryLease {
 }
 
 impl State {
+    /// The query a commit writes to, created (at the epoch a removal left, if any) when new.
+    fn query_for_write(&mut self, query_id: &str) -> &mut QueryData {
+        let State {
+            queries, removed, ..
+        } = self;
+        queries
+            .entry(query_id.to_owned())
+            .or_insert_with(|| QueryData {
+                epoch: removed.remove(query_id).unwrap_or(0),
+                ..QueryData::default()
+            })
+    }
+
     /// The query's lease if it has not expired at `now`.
     fn live_lease(&self, query_id: &str, now: Instant) -> Option<&MemoryLease> {
         self.leases.get(query_id).filter(|l| l.expires > now)
@@ -137,7 +153,7 @@ impl ResultStore for MemoryStore {
             check_sequence(query_id, committed, span)?;
         }
         // Nothing below can fail, so the commit is all-or-nothing.
-        let q = state.queries.entry(query_id.to_owned()).or_default();
+        let q = state.query_for_write(query_id);
         let rows = Arc::make_mut(&mut q.rows);
         let (mut inserted, mut deleted) = (0, 0);
         for m in last_wins(commit.mutations) {
@@ -198,6 +214,23 @@ impl ResultStore for MemoryStore {
         let info = q.info(query_id);
         self.notify(info.clone());
         Ok(info)
+    }
+
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        validate_query_id(query_id)?;
+        let mut state = self.lock()?;
+        let floor = match state.queries.get(query_id) {
+            // The only step that can fail comes first, so a failed removal changes nothing.
+            Some(q) => Some(next_epoch(query_id, q.epoch)?),
+            None => None,
+        };
+        state.checkpoints.retain(|(query, _), _| query != query_id);
+        if let Some(floor) = floor {
+            state.queries.remove(query_id);
+            state.removed.insert(query_id.to_owned(), floor);
+            self.notify(QueryInfo::empty(query_id));
+        }
+        Ok(())
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
@@ -431,5 +464,23 @@ mod tests {
         assert_eq!(store.query_info("q").await.unwrap(), before);
         assert_eq!(before.epoch, u64::MAX);
         assert_eq!(store.read_outbox("q", None, 10).await.unwrap().len(), 1);
+    }
+
+    /// Removing a query at the last epoch has no epoch left to hand a re-created query: it
+    /// fails as corrupt and changes nothing (the same rule as a clear).
+    #[tokio::test]
+    async fn remove_at_the_last_epoch_is_corrupt_and_changes_nothing() {
+        let store = MemoryStore::new();
+        let rows = [RowMutation::upsert(1, b"a")];
+        store
+            .commit("q", Commit::sequenced(&rows, SequenceSpan::single(3), b"p"))
+            .await
+            .unwrap();
+        store.lock().unwrap().queries.get_mut("q").unwrap().epoch = u64::MAX;
+        let before = store.query_info("q").await.unwrap();
+        let err = store.remove_query("q").await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(store.query_info("q").await.unwrap(), before);
+        assert_eq!(store.list_queries().await.unwrap(), [before]);
     }
 }

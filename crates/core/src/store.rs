@@ -61,6 +61,18 @@ pub trait ResultStore: Send + Sync {
     /// and increments its epoch, without scanning rows. Returns the new state.
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError>;
 
+    /// Removes the query entirely: its rows, meta record, outbox and reaction checkpoints go,
+    /// it reads as unknown ([`QueryInfo::empty`]) and `list_queries` no longer lists it. Like a
+    /// clear it does not scan rows (range deletes, renamed-away keys), and it is atomic: a
+    /// failed removal changes nothing.
+    ///
+    /// What stays is a tiny per-id marker holding the epoch after the removed query's last
+    /// one: change-feed offsets are `(epoch, sequence)`, so a query re-created under the same
+    /// id starts at that epoch, and an offset taken before the removal is recognisably stale
+    /// (must refetch), exactly as after a clear. Removing a query the store does not know
+    /// deletes any checkpoints saved for it and leaves no marker.
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError>;
+
     /// A point-in-time snapshot: the rows and the sequence they correspond to, from one
     /// consistent view, delivered in chunks of at most `chunk_rows` rows so that a large query
     /// never has to sit in memory at once.

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <ns>:{<id>}:meta         hash: seq, rows, epoch, ver, obytes, lbytes, evicted
+//!                          (of a removed query, only epoch = the next epoch to use, and ver)
 //! <ns>:{<id>}:rows         hash: 8-byte big-endian signature -> row bytes
 //! <ns>:{<id>}:outbox       sorted set, all scores 0: last (8 B BE) ++ first (8 B BE) ++ payload
 //! <ns>:{<id>}:log          sorted set, score = commit version: change log for snapshot readers

@@ -35,6 +35,8 @@
 //!   `RENAME`s the rows, outbox, change log and checkpoints to fresh trash keys (O(1) whatever
 //!   their size); the caller then `UNLINK`s them, which frees them on a background thread.
 //!   Trash a caller could not unlink (it died in between) is unlinked by the next clear.
+//!   `remove_query` works the same way and leaves only the meta hash's `epoch` (and `ver`),
+//!   so a query re-created under the same id starts at an epoch the removed one never used.
 //! - **Point-in-time snapshots without blocking the server**: `HSCAN` in batches plus a replay
 //!   of the change log, exact at the sequence reported (the `snapshot` module explains why).
 //!   The snapshot is assembled in the client's memory before its first chunk is handed out
@@ -60,8 +62,8 @@
 //! Redis-compatible servers (Valkey, Garnet with Lua enabled) provide as well.
 //!
 //! - Scripting: `EVALSHA`, `EVAL`, `SCRIPT LOAD`; inside the scripts `HMGET`, `HGET`, `HSET`
-//!   (several field/value pairs), `HDEL` (several fields), `HLEN`, `EXISTS`, `TIME`, `ZADD`
-//!   (with `XX`), `ZCARD`, `ZCOUNT`, `ZSCORE`, `ZPOPMIN`, `ZREMRANGEBYSCORE`, `RENAME`,
+//!   (several field/value pairs), `HDEL` (several fields), `HLEN`, `HEXISTS`, `EXISTS`, `TIME`,
+//!   `ZADD` (with `XX`), `ZCARD`, `ZCOUNT`, `ZSCORE`, `ZPOPMIN`, `ZREMRANGEBYSCORE`, `RENAME`,
 //!   `SADD`, `SMEMBERS`, `UNLINK`.
 //! - From the client: `MULTI`/`EXEC`, `HMGET`, `HGET`, `HSET`, `HDEL`, `HSCAN` (with `COUNT`),
 //!   `ZADD NX`, `ZREM`, `ZRANGE` (by index), `ZRANGEBYLEX` and `ZRANGEBYSCORE` (with

@@ -21,8 +21,9 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Decodes the values of [`META_FIELDS`]; `None` when the query has no meta hash (every
-    /// commit and clear writes `rows`, so its absence means the store never saw the query).
+    /// Decodes the values of [`META_FIELDS`]; `None` when the query has no meta hash, or one
+    /// without `rows` (every commit and clear writes `rows`, so its absence means the store
+    /// never saw the query, or removed it and keeps only its removed marker).
     pub(crate) fn decode(
         query_id: &str,
         fields: &[Option<Vec<u8>>],

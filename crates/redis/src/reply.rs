@@ -112,6 +112,34 @@ pub(crate) fn clear(query_id: &str, value: &Value) -> Result<Option<Cleared>, St
     }
 }
 
+/// What a removal did.
+pub(crate) struct Removed {
+    /// Whether the store knew the query (it now holds its removed marker).
+    pub(crate) known: bool,
+    /// Renamed-away keys still to unlink (this removal's and any an earlier step left).
+    pub(crate) pending: Vec<Vec<u8>>,
+}
+
+/// Decodes the removal script's reply.
+pub(crate) fn remove(query_id: &str, value: &Value) -> Result<Removed, StoreError> {
+    let (tag, rest) = tagged("remove", value)?;
+    match (tag, rest) {
+        (t, [Value::Array(pending) | Value::Set(pending)]) if t == OK || t == UNKNOWN => {
+            let pending = pending
+                .iter()
+                .map(|p| bytes(p).map(<[u8]>::to_vec))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| unexpected("remove", value))?;
+            Ok(Removed {
+                known: t == OK,
+                pending,
+            })
+        }
+        (t, [detail]) if t == CORRUPT => Err(corrupt(query_id, detail)),
+        _ => Err(unexpected("remove", value)),
+    }
+}
+
 fn corrupt(query_id: &str, detail: &Value) -> StoreError {
     let detail = bytes(detail).map_or_else(
         || format!("{detail:?}"),
@@ -155,5 +183,22 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(commit("q", &Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn remove_replies_decode() {
+        let ok = Value::Array(vec![bulk(b"ok"), Value::Array(vec![bulk(b"t1")])]);
+        let removed = remove("q", &ok).unwrap();
+        assert!(removed.known);
+        assert_eq!(removed.pending, [b"t1".to_vec()]);
+        let unknown = Value::Array(vec![bulk(b"unknown"), Value::Set(vec![])]);
+        let removed = remove("q", &unknown).unwrap();
+        assert!(!removed.known && removed.pending.is_empty());
+        let corrupt = Value::Array(vec![bulk(b"corrupt"), bulk(b"epoch x")]);
+        assert!(matches!(
+            remove("q", &corrupt),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(remove("q", &Value::Array(vec![bulk(b"ok")])).is_err());
     }
 }

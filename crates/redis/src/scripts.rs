@@ -1,4 +1,4 @@
-//! The two Lua scripts that change a query: a commit and a clear. Each runs atomically on the
+//! The Lua scripts that change a query: a commit, a clear and a removal. Each runs atomically on the
 //! server (Redis executes one script at a time) and touches only keys of one query, all named
 //! in `KEYS`, so it works in a Redis Cluster slot too.
 //!
@@ -154,9 +154,10 @@ return {'ok', count, inserted, deleted, seq or ''}
 /// caller that dies in between leaves nothing behind for good: the next clear unlinks them.
 ///
 /// Reply: `{"ok", new epoch, every trash key pending}`, `{"unknown"}` or `{"corrupt", …}`.
+/// A meta hash without `rows` is a removed query's marker (see [`REMOVE`]): unknown too.
 const CLEAR: &str = r#"
 local LIMIT = 9007199254740992
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
+if redis.call('HEXISTS', KEYS[1], 'rows') == 0 then return {'unknown'} end
 local raw = redis.call('HGET', KEYS[1], 'epoch') or '0'
 local epoch = tonumber(raw)
 if not epoch or epoch < 0 or epoch ~= math.floor(epoch) or epoch + 1 >= LIMIT then
@@ -172,6 +173,47 @@ end
 redis.call('HDEL', KEYS[1], 'seq', 'evicted')
 redis.call('HSET', KEYS[1], 'epoch', e, 'rows', '0', 'obytes', '0', 'lbytes', '0')
 return {'ok', e, redis.call('SMEMBERS', KEYS[6])}
+"#;
+
+/// A removal: the query's keys go the way a clear sends them (renamed to trash keys the caller
+/// unlinks), and the meta hash becomes the query's **removed marker**: every field that
+/// describes the query (`seq`, `rows`, `obytes`, `lbytes`, `evicted`) is deleted, `epoch`
+/// becomes the epoch after the removed query's last one, and `ver` (the change log's clock)
+/// stays, as do fields this script does not know. Every commit writes `rows`, so a hash
+/// without it reads as an unknown query everywhere, and the next commit — which takes the
+/// epoch from the hash — starts the re-created query at an epoch the removed one never used:
+/// a change-feed offset taken before the removal cannot look valid again.
+///
+/// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 checkpoints, 6 snapshot readers, 7 trash set,
+/// 8..12 the names rows, outbox, log, checkpoints and snapshot readers are renamed to.
+///
+/// For a query without `rows` (unknown, or removed already) only checkpoints saved for it and
+/// readers' registrations are renamed away, and the hash is left as it is.
+///
+/// Reply: `{"ok" or "unknown", every trash key pending}` or `{"corrupt", …}`.
+const REMOVE: &str = r#"
+local LIMIT = 9007199254740992
+local known = redis.call('HEXISTS', KEYS[1], 'rows') == 1
+local next_epoch = nil
+if known then
+  local raw = redis.call('HGET', KEYS[1], 'epoch') or '0'
+  local epoch = tonumber(raw)
+  if not epoch or epoch < 0 or epoch ~= math.floor(epoch) or epoch + 1 >= LIMIT then
+    return {'corrupt', 'epoch ' .. raw .. ' cannot be incremented'}
+  end
+  next_epoch = string.format('%.0f', epoch + 1)
+end
+for k = 2, 6 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('RENAME', KEYS[k], KEYS[k + 6])
+    redis.call('SADD', KEYS[7], KEYS[k + 6])
+  end
+end
+if known then
+  redis.call('HDEL', KEYS[1], 'seq', 'rows', 'obytes', 'lbytes', 'evicted')
+  redis.call('HSET', KEYS[1], 'epoch', next_epoch)
+end
+return {known and 'ok' or 'unknown', redis.call('SMEMBERS', KEYS[7])}
 "#;
 
 /// A snapshot reader signs on: registers `token` until server time + `ttl` ms and reads the
@@ -207,6 +249,7 @@ return 1
 pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) clear: Script,
+    pub(crate) remove: Script,
     pub(crate) snapshot_begin: Script,
     pub(crate) snapshot_renew: Script,
 }
@@ -216,6 +259,7 @@ impl Scripts {
         Scripts {
             commit: Script::new(COMMIT),
             clear: Script::new(CLEAR),
+            remove: Script::new(REMOVE),
             snapshot_begin: Script::new(SNAPSHOT_BEGIN),
             snapshot_renew: Script::new(SNAPSHOT_RENEW),
         }

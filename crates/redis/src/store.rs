@@ -22,6 +22,8 @@ use crate::scripts::Scripts;
 use crate::server_config;
 use crate::snapshot::{self, Counters, SnapshotStats};
 
+mod remove;
+
 /// The store format this build writes and reads (key layout, records, scripts).
 pub const REDIS_FORMAT_VERSION: u32 = 1;
 
@@ -325,6 +327,10 @@ impl ResultStore for RedisStore {
             row_count: 0,
             epoch,
         })
+    }
+
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        self.remove(query_id).await
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {

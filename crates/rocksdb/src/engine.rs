@@ -114,27 +114,35 @@ impl Engine {
         }
         let prefix = QueryPrefix::new(query_id)?;
         match self.read_meta(query_id, &prefix, None)? {
-            Some(meta) => self.insert_handle(query_id, prefix, meta).map(Some),
+            Some(meta) => self.insert_handle(query_id, prefix, meta, true).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The handle a commit writes through, created for a new query.
+    /// The handle a commit writes through, created for a new query. A query removed before
+    /// starts at the epoch its removed marker holds (see the `remove` module).
     fn writer_handle(&self, query_id: &str) -> Result<Arc<QueryHandle>, StoreError> {
         match self.handle(query_id)? {
             Some(handle) => Ok(handle),
             None => {
                 let prefix = QueryPrefix::new(query_id)?;
-                self.insert_handle(query_id, prefix, MetaRecord::default())
+                let floor = self.read_removed(query_id, &prefix)?;
+                let meta = MetaRecord {
+                    epoch: floor.unwrap_or(0),
+                    ..MetaRecord::default()
+                };
+                self.insert_handle(query_id, prefix, meta, false)
             }
         }
     }
 
+    /// Caches a handle: of a query with a meta record (`stored`), or of a new one.
     fn insert_handle(
         &self,
         query_id: &str,
         prefix: QueryPrefix,
         meta: MetaRecord,
+        stored: bool,
     ) -> Result<Arc<QueryHandle>, StoreError> {
         let window = self.load_window(query_id, &prefix, meta.evicted_through)?;
         let handle = Arc::new(QueryHandle {
@@ -144,8 +152,10 @@ impl Engine {
                 meta,
                 window,
                 index: SignatureIndex::Unloaded,
+                // A new query starts above epoch 0 only after a removal left a marker.
+                removed_marker: !stored && meta.epoch > 0,
             }),
-            published: Mutex::new(meta),
+            published: Mutex::new(stored.then_some(meta)),
         });
         let mut queries = self.queries.write().map_err(poisoned)?;
         // Another thread may have loaded it meanwhile; keep the first so locks stay shared.
@@ -313,18 +323,23 @@ impl Engine {
             }
             None => None,
         };
+        let meta_cf = self.cf(CF_META)?;
         batch.put_cf(
-            self.cf(CF_META)?,
+            meta_cf,
             handle.prefix.as_bytes(),
             records::encode_meta(&meta),
         );
+        if state.removed_marker {
+            batch.delete_cf(meta_cf, handle.prefix.removed_key());
+        }
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(|e| self.rocks(e))?;
 
         // The write is durable: publish it first (a snapshot may already see it), then bring
         // the rest of the in-memory state up to it.
-        *handle.published.lock().map_err(poisoned)? = meta;
+        *handle.published.lock().map_err(poisoned)? = Some(meta);
+        state.removed_marker = false;
         if let Some((span, plan)) = plan {
             state
                 .window
@@ -397,7 +412,7 @@ impl Engine {
         state.index = SignatureIndex::Loaded(SignatureSet::default());
         state.window.clear();
         state.meta = meta;
-        *handle.published.lock().map_err(poisoned)? = meta;
+        *handle.published.lock().map_err(poisoned)? = Some(meta);
         Ok(handle.info_from(&meta))
     }
 
@@ -406,7 +421,7 @@ impl Engine {
             return Ok(QueryInfo::empty(query_id));
         };
         let meta = *handle.published.lock().map_err(poisoned)?;
-        Ok(handle.info_from(&meta))
+        Ok(handle.published_info(meta.as_ref()))
     }
 
     pub(crate) fn read_outbox(
@@ -495,8 +510,11 @@ impl Engine {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_META)?, IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.rocks(e))?;
-            let Some((query_id, _)) = keys::split_key(&key) else {
-                return Err(StoreError::corrupt("meta key", format_args!("{key:?}")));
+            let query_id = match keys::split_key(&key) {
+                Some((id, [])) => id,
+                // A removed query's marker: the query is not listed.
+                Some((_, keys::REMOVED_SUFFIX)) => continue,
+                _ => return Err(StoreError::corrupt("meta key", format_args!("{key:?}"))),
             };
             let meta =
                 records::decode_meta(&value).map_err(|e| StoreError::corrupt_meta(query_id, e))?;
@@ -569,5 +587,6 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
     }
 }
 
+mod remove;
 #[cfg(test)]
 mod tests;

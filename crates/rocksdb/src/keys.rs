@@ -5,6 +5,7 @@
 //! rows        prefix ++ [row signature: u64 BE]        -> encoded row
 //! outbox      prefix ++ [last sequence: u64 BE]        -> record (first sequence, payload)
 //! meta        prefix                                   -> meta record
+//! meta        prefix ++ [0x00]                         -> removed marker (next epoch)
 //! checkpoints prefix ++ [reaction id: UTF-8, rest]     -> checkpoint record
 //! ```
 //!
@@ -19,6 +20,9 @@ use liveresults_core::StoreError;
 const LEN_BYTES: usize = 2;
 /// Bytes of a signature or sequence suffix.
 const U64_BYTES: usize = 8;
+/// What follows the prefix in the key of a removed query's marker (in the meta column
+/// family, right after where the query's meta record was).
+pub(crate) const REMOVED_SUFFIX: &[u8] = &[0x00];
 
 /// The key prefix shared by all of one query's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,13 @@ impl QueryPrefix {
     pub(crate) fn with_str(&self, suffix: &str) -> Vec<u8> {
         let mut key = self.0.clone();
         key.extend_from_slice(suffix.as_bytes());
+        key
+    }
+
+    /// `prefix ++ 0x00`: the key of the query's removed marker in the meta column family.
+    pub(crate) fn removed_key(&self) -> Vec<u8> {
+        let mut key = self.0.clone();
+        key.extend_from_slice(REMOVED_SUFFIX);
         key
     }
 

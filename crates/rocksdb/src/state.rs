@@ -28,6 +28,10 @@ pub(crate) struct QueryState {
     pub(crate) meta: MetaRecord,
     pub(crate) window: OutboxWindow,
     pub(crate) index: SignatureIndex,
+    /// A removed marker may be on disk (the query was removed, and `meta.epoch` is the epoch
+    /// it left): the next commit deletes it in its batch, so a marker and a meta record
+    /// never exist together.
+    pub(crate) removed_marker: bool,
 }
 
 /// One query as the engine tracks it.
@@ -38,8 +42,9 @@ pub(crate) struct QueryHandle {
     /// Held for the whole of a commit or clear: commits to one query are serialised.
     pub(crate) state: Mutex<QueryState>,
     /// A copy of the committed metadata, locked only to copy it, so `row_count` and
-    /// `query_info` never wait behind a commit's disk write.
-    pub(crate) published: Mutex<MetaRecord>,
+    /// `query_info` never wait behind a commit's disk write. `None` while the query has no
+    /// meta record on disk (not committed yet, or removed): it reads as unknown.
+    pub(crate) published: Mutex<Option<MetaRecord>>,
 }
 
 impl QueryHandle {
@@ -50,6 +55,14 @@ impl QueryHandle {
             row_count: meta.row_count,
             epoch: meta.epoch,
         }
+    }
+
+    /// The query's state as [`QueryHandle::published`] holds it.
+    pub(crate) fn published_info(&self, published: Option<&MetaRecord>) -> QueryInfo {
+        published.map_or_else(
+            || QueryInfo::empty(&self.query_id),
+            |meta| self.info_from(meta),
+        )
     }
 }
 

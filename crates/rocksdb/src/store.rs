@@ -143,7 +143,7 @@ impl ResultStore for RocksStore {
         // Fast path: a loaded query answers from memory without a thread hop.
         if let Some(handle) = self.engine.cached(query_id) {
             if let Ok(meta) = handle.published.lock() {
-                return Ok(handle.info_from(&meta));
+                return Ok(handle.published_info(meta.as_ref()));
             }
         }
         let id = query_id.to_owned();
@@ -155,6 +155,14 @@ impl ResultStore for RocksStore {
         let span = tracing::info_span!("clear", query_id = %query_id);
         let id = query_id.to_owned();
         self.blocking(Line::Write, move |engine| engine.clear(&id))
+            .instrument(span)
+            .await
+    }
+
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        let span = tracing::info_span!("remove", query_id = %query_id);
+        let id = query_id.to_owned();
+        self.blocking(Line::Write, move |engine| engine.remove(&id))
             .instrument(span)
             .await
     }

@@ -12,7 +12,8 @@
 //!   eviction mark to its committed sequence, within retention;
 //! - checkpoints are not beyond the committed sequence and, inside the retained outbox, sit
 //!   where a commit ended;
-//! - no rows, outbox entries or checkpoints belong to a query without a meta record.
+//! - no rows, outbox entries or checkpoints belong to a query without a meta record;
+//! - a removed query's marker decodes, and no query has both a marker and a meta record.
 //!
 //! # Open mode: the normal lock
 //!
@@ -357,6 +358,10 @@ impl<'a> Verifier<'a> {
                     Err(reason) => {
                         self.malformed_key(None, Column::Meta, key, reason);
                     }
+                    Ok((id, prefix_len)) if &key[prefix_len..] == keys::REMOVED_SUFFIX => {
+                        let (id, key) = (id.to_owned(), key.to_vec());
+                        self.check_removed(&id, &key, value)?;
+                    }
                     Ok((id, prefix_len)) if prefix_len != key.len() => {
                         let reason = format!(
                             "{} bytes after the query id (a meta key is the query's prefix alone)",
@@ -387,8 +392,30 @@ impl<'a> Verifier<'a> {
             let meta = self.decode_meta(query, &value);
             self.check_query(query, meta)?;
         }
+        let marker = prefix.removed_key();
+        if let Some(value) = self.get(Column::Meta, Some(query), &marker)? {
+            self.check_removed(query, &marker, &value)?;
+        }
         for column in QUERY_COLUMNS {
             self.check_unowned(column, Some(&prefix))?;
+        }
+        Ok(())
+    }
+
+    /// A removed query's marker: it must decode, and its query must have no meta record (the
+    /// first commit of a re-created query deletes the marker in its batch).
+    fn check_removed(&mut self, query: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if let Err(e) = records::decode_removed(value) {
+            let (record, detail) = (Record::RemovedMarker, e.to_string());
+            self.push(Some(query), Problem::Undecodable { record, detail });
+        }
+        let prefix = QueryPrefix::new(query)?;
+        if self
+            .get(Column::Meta, Some(query), prefix.as_bytes())?
+            .is_some()
+        {
+            let (column, key) = (Column::Meta, key.to_vec());
+            self.push(Some(query), Problem::UnexpectedRecord { column, key });
         }
         Ok(())
     }

@@ -9,7 +9,12 @@
 //!                         flags bit 0: sequence present, bit 1: evicted_through present
 //! outbox (9+n bytes)     [ver=1][first_sequence u64][payload ...]      (last sequence is in the key)
 //! checkpoint (18 bytes)  [ver=1][flags][sequence u64][config_hash u64]  flags bit 0: sequence present
+//! removed (9 bytes)      [ver=1][next_epoch u64]   marker left by removing a query (see below)
 //! ```
+//!
+//! The removed marker is what stays of a removed query: the epoch its next incarnation starts
+//! at. Change-feed offsets are `(epoch, sequence)`, so a query re-created under the same id
+//! must never reuse an epoch of the removed one, or an old reader's offset would look valid.
 
 use crate::model::Checkpoint;
 
@@ -27,6 +32,9 @@ const META_EVICTED: usize = 26;
 
 const OUTBOX_FIRST: usize = 1;
 const OUTBOX_PAYLOAD: usize = 9;
+
+const REMOVED_LEN: usize = 9;
+const REMOVED_EPOCH: usize = 1;
 
 const CHECKPOINT_LEN: usize = 18;
 const CHECKPOINT_SEQUENCE: usize = 2;
@@ -195,6 +203,20 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, RecordError> {
     })
 }
 
+/// Encodes the marker of a removed query: the epoch its next incarnation starts at.
+pub fn encode_removed(next_epoch: u64) -> [u8; REMOVED_LEN] {
+    let mut out = [0u8; REMOVED_LEN];
+    out[0] = RECORD_VERSION;
+    out[REMOVED_EPOCH..].copy_from_slice(&next_epoch.to_be_bytes());
+    out
+}
+
+/// Decodes the marker of a removed query into the epoch its next incarnation starts at.
+pub fn decode_removed(bytes: &[u8]) -> Result<u64, RecordError> {
+    check_exact("removed", bytes, REMOVED_LEN)?;
+    Ok(read_u64(bytes, REMOVED_EPOCH))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +279,21 @@ mod tests {
             config_hash: 5,
         };
         assert_eq!(decode_checkpoint(&encode_checkpoint(&empty)), Ok(empty));
+    }
+
+    #[test]
+    fn removed_marker_round_trips_and_is_pinned() {
+        let bytes = encode_removed(3);
+        assert_eq!(bytes, [1, 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(decode_removed(&bytes), Ok(3));
+        assert_eq!(decode_removed(&encode_removed(u64::MAX)), Ok(u64::MAX));
+        assert!(matches!(
+            decode_removed(&bytes[..8]),
+            Err(RecordError::Length { .. })
+        ));
+        assert!(matches!(
+            decode_removed(&[2, 0, 0, 0, 0, 0, 0, 0, 3]),
+            Err(RecordError::UnknownVersion { found: 2, .. })
+        ));
     }
 }

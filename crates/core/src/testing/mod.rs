@@ -44,7 +44,8 @@ macro_rules! conformance_cases {
 }
 
 /// Expands to one `#[tokio::test]` per conformance case every backend runs (the store
-/// cases of `testing/suite.rs` and the fence case of `testing/lease_suite.rs`), each calling
+/// cases of `testing/suite.rs`, the removal cases of `testing/remove_suite.rs` and the fence
+/// case of `testing/lease_suite.rs`), each calling
 /// the case with a harness built by `$make` (an expression evaluated afresh for every test).
 ///
 /// ```ignore
@@ -54,6 +55,7 @@ macro_rules! conformance_cases {
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::store_conformance_cases!($make);
+        $crate::remove_conformance_cases!($make);
         $crate::fence_conformance_cases!($make);
     };
 }
@@ -67,11 +69,13 @@ macro_rules! lease_suite {
     };
 }
 mod lease_suite;
+mod remove_suite;
 mod suite;
 
 pub use helpers::{commit_at, rows_of};
 pub use lease_suite::*;
 pub use model::{run_model_test, ModelConfig};
+pub use remove_suite::*;
 pub use suite::*;
 
 use async_trait::async_trait;

@@ -59,6 +59,8 @@ pub enum Record {
         /// The reaction id (from the key).
         reaction: String,
     },
+    /// The marker a removed query leaves: the epoch a re-created query starts at.
+    RemovedMarker,
 }
 
 impl fmt::Display for Record {
@@ -69,6 +71,7 @@ impl fmt::Display for Record {
             Record::Row { signature } => write!(f, "row {signature}"),
             Record::OutboxEntry { last } => write!(f, "outbox entry {last}"),
             Record::Checkpoint { reaction } => write!(f, "checkpoint {reaction:?}"),
+            Record::RemovedMarker => f.write_str("removed marker"),
         }
     }
 }
@@ -102,7 +105,7 @@ pub enum Problem {
         name: String,
     },
     /// A record the store never writes (in the `default` column family, only the format
-    /// record belongs).
+    /// record belongs; in `meta`, a removed query's marker next to a meta record).
     UnexpectedRecord {
         /// Where it is.
         column: Column,

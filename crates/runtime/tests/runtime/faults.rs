@@ -73,6 +73,9 @@ impl ResultStore for Faulty {
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         self.inner.clear_query(query_id).await
     }
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        self.inner.remove_query(query_id).await
+    }
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
         self.inner.snapshot(query_id, chunk_rows).await
     }
