@@ -60,6 +60,10 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The shortest lease accepted: renewals run every third of it, and a shorter lease would
+/// expire between a renewal and the next under ordinary scheduling delays.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
+
 /// Runtime configuration. Setters take `self` so a configuration reads as one chain.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -72,6 +76,36 @@ pub struct RuntimeConfig {
     pub(crate) snapshot_chunk_rows: usize,
     pub(crate) default_query: QueryConfig,
     pub(crate) queries: HashMap<String, QueryConfig>,
+    pub(crate) host: Option<HostConfig>,
+}
+
+/// Who this runtime is among the hosts sharing one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIdentity {
+    /// A name unique among the hosts sharing the store, and stable across restarts: a host
+    /// restarted under the same name takes its queries back at once instead of waiting for
+    /// its old leases to expire.
+    pub name: String,
+    /// Where other hosts' clients can reach this host (its HTTP base URL, say): a client that
+    /// writes to the wrong host is told to go there.
+    pub address: String,
+}
+
+impl HostIdentity {
+    /// A host called `name`, reachable at `address`.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        HostIdentity {
+            name: name.into(),
+            address: address.into(),
+        }
+    }
+}
+
+/// The host identity and the lease length of a runtime that shares its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostConfig {
+    pub(crate) identity: HostIdentity,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -86,6 +120,7 @@ impl Default for RuntimeConfig {
             snapshot_chunk_rows: 4096,
             default_query: QueryConfig::default(),
             queries: HashMap::new(),
+            host: None,
         }
     }
 }
@@ -154,6 +189,25 @@ impl RuntimeConfig {
     #[must_use]
     pub fn query(mut self, query_id: impl Into<String>, config: QueryConfig) -> Self {
         self.queries.insert(query_id.into(), config);
+        self
+    }
+
+    /// Run as one of several hosts sharing the store: each query is written by one host at a
+    /// time, the holder of its lease (`lease_ttl` long, renewed every third of it). Takes
+    /// effect only on a store with leases ([`ResultStore::leases`]); a store only one
+    /// process opens (RocksDB) needs none and ignores this.
+    ///
+    /// In this mode a reaction follows the queries this host owns: it is brought up to date
+    /// on a query (from its checkpoint, the outbox or a snapshot, per the query's policy)
+    /// each time the host takes the query's lease, not at start.
+    ///
+    /// [`ResultStore::leases`]: liveresults_core::ResultStore::leases
+    #[must_use]
+    pub fn host(mut self, identity: HostIdentity, lease_ttl: Duration) -> Self {
+        self.host = Some(HostConfig {
+            identity,
+            lease_ttl: lease_ttl.max(MIN_LEASE_TTL),
+        });
         self
     }
 

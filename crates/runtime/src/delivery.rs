@@ -1,12 +1,10 @@
-//! Reaction workers: one task per reaction, fed through a bounded queue, so a slow reaction
-//! slows the pipelines (backpressure) instead of growing memory.
+//! Handing one delivery to a reaction (retries, checkpoint, progress), the step both the
+//! reaction workers (`worker`) and start-up recovery (`recovery`) take.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use liveresults_core::{Checkpoint, ResultStore};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::RetryPolicy;
 use crate::progress::ProgressWriter;
@@ -71,41 +69,6 @@ pub(crate) async fn deliver_one(
         }
     }
     progress.record(query_id, Position { epoch, sequence });
-}
-
-/// What a reaction worker's queue carries.
-pub(crate) enum Work {
-    /// Hand this to the reaction.
-    Deliver(Delivery),
-    /// Answer once everything queued before has been handled. A pipeline waits on this before
-    /// clearing its query: a change of the old epoch still queued would otherwise save its
-    /// checkpoint after the clear deleted the checkpoints, and a restart would then trust a
-    /// position of the old epoch.
-    Barrier(oneshot::Sender<()>),
-}
-
-/// Spawns the worker of one reaction; it ends when every sender is gone and its queue drained.
-pub(crate) fn spawn_worker(
-    reaction: Arc<dyn Reaction>,
-    store: Arc<dyn ResultStore>,
-    retry: RetryPolicy,
-    progress: ProgressWriter,
-    capacity: usize,
-) -> (mpsc::Sender<Work>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Work>(capacity);
-    let task = tokio::spawn(async move {
-        while let Some(work) = rx.recv().await {
-            match work {
-                Work::Deliver(delivery) => {
-                    deliver_one(&*reaction, &*store, retry, &progress, &delivery).await;
-                }
-                Work::Barrier(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
-    });
-    (tx, task)
 }
 
 /// Ids must be unique: checkpoints are keyed by them.

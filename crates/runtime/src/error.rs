@@ -22,6 +22,12 @@ pub enum StopReason {
     /// Upstream deleted the query; its results were cleared.
     #[error("query was deleted upstream")]
     Deleted,
+    /// Several hosts share the store and this one no longer holds the query's lease (a
+    /// renewal found it expired or taken, or the store fenced a commit): another host writes
+    /// the query now. Nothing was committed after the loss; a later submit asks for the lease
+    /// again (and is told who holds it).
+    #[error("this host lost the query's lease to another host")]
+    LeaseLost,
 }
 
 /// A sequence for a message, `none` when there is none (never Rust's `Some(1)`).
@@ -67,6 +73,17 @@ pub enum SubmitError {
         expected: String,
         /// The event's query.
         found: String,
+    },
+    /// Several hosts share the store and another one holds the query's lease: it alone
+    /// writes the query (events, clears, resumes) until its lease expires.
+    #[error("query {query_id:?} is owned by host {holder:?} at {address}; send writes there")]
+    NotOwner {
+        /// The query.
+        query_id: String,
+        /// The owning host's name.
+        holder: String,
+        /// Where the owning host can be reached.
+        address: String,
     },
     /// The store refused the commit.
     #[error("query {query_id:?}: {source}; last committed sequence: {}", sequence_or_none(*committed))]
@@ -134,6 +151,13 @@ pub enum RuntimeError {
         query_id: String,
         /// Why it failed.
         message: String,
+    },
+    /// While waiting for reactions to catch up: several hosts share the store and this one
+    /// does not own the query, so its reactions receive none of the query's commits.
+    #[error("query {query_id:?} is not owned by this host; its reactions do not follow it")]
+    NotOwned {
+        /// The query.
+        query_id: String,
     },
     /// While waiting for reactions to catch up: the runtime stopped this reaction's worker
     /// before it got there.

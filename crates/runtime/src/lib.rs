@@ -15,6 +15,14 @@
 //! Sequence rules per query: at or below the committed sequence → skipped (redelivery is
 //! idempotent); exactly the next → committed; beyond it → a gap, handled by the query's
 //! [`RecoveryPolicy`].
+//!
+//! Several hosts can share one store ([`RuntimeConfig::host`], on a store with leases such as
+//! Redis): each query is then written by the host holding its lease, every commit carries the
+//! lease's fencing token so a paused or partitioned old owner can never commit, a submit on
+//! another host fails with [`SubmitError::NotOwner`] naming the owner, a host that loses a
+//! lease stops that query ([`StopReason::LeaseLost`]) and the next owner recovers it from the
+//! store as after a restart. Change-feed watchers ([`RuntimeHandle::watch`]) wake for commits
+//! made on any host, through the store's commit notices.
 
 mod config;
 mod delivery;
@@ -22,6 +30,8 @@ mod envelope;
 mod error;
 mod group;
 mod metrics;
+mod notices;
+mod ownership;
 mod pipeline;
 mod progress;
 mod reaction;
@@ -31,10 +41,14 @@ mod retry;
 mod runtime;
 mod source;
 mod status;
+mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{Backpressure, QueryConfig, RecoveryPolicy, RetryPolicy, RuntimeConfig};
+pub use config::{
+    Backpressure, HostIdentity, QueryConfig, RecoveryPolicy, RetryPolicy, RuntimeConfig,
+    MIN_LEASE_TTL,
+};
 pub use envelope::Applied;
 pub use error::{ReactionError, RuntimeError, SourceError, StopReason, SubmitError};
 pub use metrics::{MetricsSnapshot, RuntimeMetrics};

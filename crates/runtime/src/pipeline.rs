@@ -1,24 +1,31 @@
 //! One query's ordered pipeline: sequence rules, recovery policies, control signals and group
 //! commit, then delivery of the durable commit to reactions.
+//!
+//! When several hosts share the store, a pipeline runs only while this host holds its
+//! query's lease; what that adds (fenced commits, stopping on loss, recovery on takeover)
+//! lives in the `lease` submodule.
+
+mod lease;
+mod load;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use liveresults_core::codec::changes::{decode_changes, ChangeItem};
 use liveresults_core::formats::{ControlSignal, Event};
 use liveresults_core::{Commit, QueryInfo, ResultStore, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::{QueryConfig, RecoveryPolicy, RetryPolicy};
-use crate::delivery::Work;
 use crate::envelope::{Ack, Applied, Envelope};
 use crate::error::{StopReason, SubmitError};
 use crate::group::Group;
 use crate::metrics::RuntimeMetrics;
+use crate::ownership::{Lease, Ownership};
 use crate::reaction::{CommittedChange, Delivery};
 use crate::retry::{commit_retrying, store_retry};
 use crate::status::{QueryState, Registry};
+use crate::worker::Work;
 
 /// What every pipeline needs from the runtime, and nothing more: the store, the knobs of
 /// committing, and where to publish what happened. The runtime builds it once and shares it;
@@ -35,6 +42,11 @@ pub(crate) struct PipelineContext {
     pub(crate) metrics: RuntimeMetrics,
     /// Queries AutoReset cleared, for upstream to re-bootstrap.
     pub(crate) bootstrap_requests: broadcast::Sender<String>,
+    /// The leases of this host when several hosts share the store (`None`: this runtime is
+    /// the store's only writer).
+    pub(crate) ownership: Option<Arc<Ownership>>,
+    /// Rows per chunk when reactions rebuild from a snapshot on taking a query over.
+    pub(crate) snapshot_chunk_rows: usize,
 }
 
 enum Order {
@@ -55,6 +67,10 @@ pub(crate) struct Pipeline {
     acks: Vec<(Ack, Applied)>,
     /// Inside an atomic batch: the group must not be committed part way.
     in_batch: bool,
+    /// The query's lease when several hosts share the store: its token fences every commit.
+    lease: Option<Lease>,
+    /// The lease is gone: nothing more is written, and the pipeline retires.
+    lease_lost: bool,
 }
 
 impl Pipeline {
@@ -63,6 +79,7 @@ impl Pipeline {
         config: QueryConfig,
         context: Arc<PipelineContext>,
         reactions: Vec<mpsc::Sender<Work>>,
+        lease: Option<Lease>,
     ) -> Self {
         let want_events = !reactions.is_empty();
         Pipeline {
@@ -76,19 +93,25 @@ impl Pipeline {
             group: Group::new(want_events),
             acks: Vec::new(),
             in_batch: false,
+            lease,
+            lease_lost: false,
         }
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
         let span = tracing::info_span!("pipeline", query_id = %self.query_id);
         async move {
-            if let Err(e) = self.load().await {
-                self.stop(StopReason::Store(e.to_string()));
+            match self.load().await {
+                Ok(info) => self.recover_reactions(&info).await,
+                Err(e) => self.stop(StopReason::Store(e.to_string())),
             }
             let max = self.context.group_commit_events;
             let delay = self.context.group_commit_delay;
             let mut pending = Vec::with_capacity(max);
-            while let Some(first) = rx.recv().await {
+            while !self.lease_lost {
+                let Some(first) = self.next(&mut rx).await else {
+                    break;
+                };
                 pending.push(first);
                 // One deadline for the whole group: waiting `delay` per event would let a
                 // steady trickle hold a group open for up to `max` times the delay.
@@ -108,61 +131,13 @@ impl Pipeline {
                 }
                 self.flush().await;
             }
+            if self.lease_lost {
+                self.retire(&mut rx).await;
+            }
             tracing::debug!("pipeline drained");
         }
         .instrument(span)
         .await;
-    }
-
-    async fn load(&mut self) -> Result<QueryInfo, StoreError> {
-        let (store, retry) = (&self.context.store, self.context.retry);
-        let info = store_retry(retry, "query_info", || store.query_info(&self.query_id)).await?;
-        self.committed = info.sequence;
-        self.epoch = info.epoch;
-        self.context.registry.update(&self.query_id, |s| {
-            s.sequence = info.sequence;
-            s.row_count = info.row_count;
-            s.epoch = info.epoch;
-        });
-        if self.last_commit_was_deletion(info.sequence).await? {
-            self.context.registry.update(&self.query_id, |s| {
-                s.upstream = Some(ControlSignal::Deleted);
-            });
-            self.stop(StopReason::Deleted);
-        }
-        Ok(info)
-    }
-
-    /// Restarts a stopped query from the store's committed position (see
-    /// `RuntimeHandle::resume`). If the store cannot be read the query stays stopped, with
-    /// the reason it had.
-    async fn resume(&mut self) -> Result<QueryInfo, SubmitError> {
-        self.flush().await;
-        let Some(previous) = self.stopped.take() else {
-            let (store, retry) = (&self.context.store, self.context.retry);
-            return store_retry(retry, "query_info", || store.query_info(&self.query_id))
-                .await
-                .map_err(|source| self.store_error(source));
-        };
-        if previous == StopReason::Deleted {
-            self.stopped = Some(previous.clone());
-            return Err(self.stopped_error(&previous));
-        }
-        match self.load().await {
-            Ok(info) => {
-                if self.stopped.is_none() {
-                    tracing::info!(committed = ?self.committed, was = %previous, "query resumed");
-                    self.context
-                        .registry
-                        .update(&self.query_id, |s| s.state = QueryState::Running);
-                }
-                Ok(info)
-            }
-            Err(source) => {
-                self.stopped = Some(previous);
-                Err(self.store_error(source))
-            }
-        }
     }
 
     fn store_error(&self, source: StoreError) -> SubmitError {
@@ -171,38 +146,6 @@ impl Pipeline {
             committed: self.committed,
             source,
         }
-    }
-
-    /// Whether the query's newest commit is a `deleted` signal (see the `Deleted` arm of
-    /// `accept`): then it was deprovisioned before a restart and stays so until cleared.
-    async fn last_commit_was_deletion(&self, sequence: Option<u64>) -> Result<bool, StoreError> {
-        let Some(sequence) = sequence else {
-            return Ok(false);
-        };
-        let (store, retry) = (&self.context.store, self.context.retry);
-        let after = sequence.checked_sub(1);
-        let newest = match store_retry(retry, "read_outbox", || {
-            store.read_outbox(&self.query_id, after, 1)
-        })
-        .await
-        {
-            Ok(entries) => entries,
-            // The newest entry is never evicted, but a rows-only history may have none.
-            Err(StoreError::OutboxGap { .. }) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let Some(entry) = newest.first().filter(|e| e.span.last == sequence) else {
-            return Ok(false);
-        };
-        let items = decode_changes(&entry.payload)
-            .map_err(|e| StoreError::corrupt_outbox_entry(&self.query_id, sequence, e))?;
-        Ok(matches!(
-            items.last(),
-            Some(ChangeItem::Control {
-                signal: ControlSignal::Deleted,
-                ..
-            })
-        ))
     }
 
     fn stopped_error(&self, reason: &StopReason) -> SubmitError {
@@ -214,7 +157,12 @@ impl Pipeline {
     }
 
     fn stop(&mut self, reason: StopReason) {
-        tracing::error!(reason = %reason, committed = ?self.committed, "query stopped");
+        if reason == StopReason::LeaseLost {
+            // Expected in a failover, not a fault of this host.
+            tracing::warn!(committed = ?self.committed, "query stopped: lease lost");
+        } else {
+            tracing::error!(reason = %reason, committed = ?self.committed, "query stopped");
+        }
         self.context.registry.update(&self.query_id, |s| {
             s.state = QueryState::Stopped(reason.clone());
         });
@@ -222,6 +170,10 @@ impl Pipeline {
     }
 
     async fn handle(&mut self, env: Envelope) {
+        if self.lease_lost {
+            self.refuse(env);
+            return;
+        }
         match env {
             Envelope::Event(event, ack) => {
                 let outcome = self.accept(*event).await;
@@ -280,7 +232,7 @@ impl Pipeline {
                         .registry
                         .update(&self.query_id, |s| s.state = QueryState::Running);
                 }
-                let _ = ack.send(result.map_err(|source| self.store_error(source)));
+                let _ = ack.send(result.map_err(|source| self.failure(source)));
             }
             Envelope::Resume(ack) => {
                 let result = self.resume().await;
@@ -419,6 +371,7 @@ impl Pipeline {
     async fn reset_or_stop(&mut self, why: &str) -> Result<(), SubmitError> {
         match self.reset(why).await {
             Ok(_) => Ok(()),
+            Err(e @ StoreError::Fenced { .. }) => Err(self.failure(e)),
             Err(e) => {
                 let reason = StopReason::Store(e.to_string());
                 self.stop(reason.clone());
@@ -438,6 +391,8 @@ impl Pipeline {
                 let _ = wait.await;
             }
         }
+        // The store does not fence clears: make sure the lease is still ours first.
+        self.confirm_lease().instrument(span.clone()).await?;
         let (store, retry) = (&self.context.store, self.context.retry);
         let info = store_retry(retry, "clear", || store.clear_query(&self.query_id))
             .instrument(span)
@@ -469,6 +424,10 @@ impl Pipeline {
         let (store, retry) = (&self.context.store, self.context.retry);
         let mutations = group.mutations();
         let commit = Commit::sequenced(&mutations, group.span, &group.payload);
+        let commit = match &self.lease {
+            Some(lease) => commit.with_fence(lease.token),
+            None => commit,
+        };
         let result = commit_retrying(&**store, retry, &self.query_id, commit)
             .instrument(span)
             .await;
@@ -476,6 +435,12 @@ impl Pipeline {
         drop(mutations);
         let receipt = match result {
             Ok(receipt) => receipt,
+            Err(e @ StoreError::Fenced { .. }) => {
+                // Another host holds the lease now: nothing of this group was written.
+                let error = self.failure(e);
+                self.answer_acks(Err(error));
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 let committed = self.committed;

@@ -9,16 +9,24 @@ use liveresults_core::{QueryInfo, ResultStore};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Backpressure, RuntimeConfig};
-use crate::delivery::{self, Work};
+use crate::config::{Backpressure, HostIdentity, RuntimeConfig};
+use crate::delivery;
 use crate::envelope::{Applied, Envelope};
-use crate::error::{RuntimeError, SubmitError};
+use crate::error::{RuntimeError, StopReason, SubmitError};
 use crate::metrics::{MetricsSnapshot, RuntimeMetrics};
+use crate::notices;
+use crate::ownership::{self, Lease, Ownership};
 use crate::pipeline::{Pipeline, PipelineContext};
 use crate::progress::{progress_channel, ProgressReader, ReactionFailure};
 use crate::reaction::Reaction;
 use crate::recovery;
 use crate::status::{Position, QueryStatus, Registry};
+use crate::worker::{self, Work};
+
+/// Times a submit tries again when the pipeline it found retired in the meantime (its lease
+/// was lost): each try asks for the lease anew, so more than one retry means leases keep
+/// moving, and the caller is better told so.
+const RETIRED_PIPELINE_TRIES: usize = 3;
 
 /// State shared by the runtime and its handles.
 struct Shared {
@@ -32,6 +40,11 @@ struct Shared {
     pipelines: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
     pipeline_tasks: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: AtomicBool,
+    /// The commit-notice follower: aborted at shutdown and on drop.
+    background: Mutex<Vec<JoinHandle<()>>>,
+    /// The lease renewals: aborted at shutdown, and on drop, so that a dropped runtime stops
+    /// renewing as a crashed host would.
+    renewals: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A running reaction runtime. Dropping it without [`Runtime::shutdown`] abandons queued work.
@@ -81,7 +94,12 @@ impl Runtime {
         let (writers, readers): (Vec<_>, Vec<_>) =
             reactions.iter().map(|r| progress_channel(r.id())).unzip();
         let queries = store.list_queries().await?;
-        for info in &queries {
+        let ownership = Ownership::new(&store, config.host.as_ref(), config.retry).map(Arc::new);
+        // Sharing the store, reactions follow the queries this host owns and recover each
+        // one when its lease is taken (see `RuntimeConfig::host`); recovering every stored
+        // query here would only be redone then.
+        let recover_now: &[_] = if ownership.is_some() { &[] } else { &queries };
+        for info in recover_now {
             let policy = config.query_config(&info.query_id).policy;
             for (reaction, progress) in reactions.iter().zip(&writers) {
                 recovery::recover(
@@ -99,7 +117,7 @@ impl Runtime {
         let mut senders = Vec::with_capacity(reactions.len());
         let mut reaction_tasks = Vec::with_capacity(reactions.len());
         for (reaction, progress) in reactions.into_iter().zip(writers) {
-            let (tx, task) = delivery::spawn_worker(
+            let (tx, task) = worker::spawn_worker(
                 reaction,
                 Arc::clone(&store),
                 config.retry,
@@ -120,8 +138,10 @@ impl Runtime {
         tracing::info!(
             queries = queries.len(),
             reactions = senders.len(),
+            host = ownership.as_ref().map(|o| o.identity().name.as_str()),
             "runtime started"
         );
+        let notices = store.commit_notices();
         let context = Arc::new(PipelineContext {
             store,
             retry: config.retry,
@@ -130,7 +150,14 @@ impl Runtime {
             registry,
             metrics: RuntimeMetrics::default(),
             bootstrap_requests: broadcast::channel(64).0,
+            ownership,
+            snapshot_chunk_rows: config.snapshot_chunk_rows,
         });
+        let mut background = Vec::new();
+        let renewals = context.ownership.as_ref().map(ownership::spawn_renewals);
+        if let Some(rx) = notices {
+            background.push(notices::spawn_follower(rx, Arc::downgrade(&context)));
+        }
         let shared = Arc::new(Shared {
             context,
             config,
@@ -139,6 +166,8 @@ impl Runtime {
             pipelines: Mutex::new(HashMap::new()),
             pipeline_tasks: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
+            background: Mutex::new(background),
+            renewals: Mutex::new(renewals),
         });
         Ok(Runtime {
             shared,
@@ -154,7 +183,8 @@ impl Runtime {
     }
 
     /// Stops accepting events, lets every pipeline commit what it has queued, lets every
-    /// reaction drain, then flushes the store.
+    /// reaction drain, gives up this host's leases (so other hosts take its queries at once
+    /// instead of after expiry), then flushes the store.
     pub async fn shutdown(mut self) -> Result<(), RuntimeError> {
         let shared = Arc::clone(&self.shared);
         // Dropping the queue senders ends each pipeline once its queue is drained. The flag is
@@ -173,6 +203,10 @@ impl Runtime {
         for task in std::mem::take(&mut self.reaction_tasks) {
             let _ = task.await;
         }
+        shared.stop_background();
+        if let Some(ownership) = &shared.context.ownership {
+            ownership.release_all().await;
+        }
         shared.context.store.flush().await?;
         tracing::info!("runtime stopped");
         Ok(())
@@ -180,13 +214,25 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Without a `shutdown`, still close every queue so the tasks end instead of leaking.
+    /// Without a `shutdown`, still close every queue so the tasks end instead of leaking, and
+    /// stop renewing leases. Leases are not released (that needs the store, asynchronously):
+    /// they expire, exactly as a crashed host's do.
     fn drop(&mut self) {
         let mut pipelines = lock(&self.shared.pipelines);
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         pipelines.clear();
         drop(pipelines);
         drop(lock(&self.shared.reaction_senders).take());
+        self.shared.stop_background();
+    }
+}
+
+impl Shared {
+    fn stop_background(&self) {
+        let renewals = lock(&self.renewals).take();
+        for task in lock(&self.background).drain(..).chain(renewals) {
+            task.abort();
+        }
     }
 }
 
@@ -197,7 +243,48 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RuntimeHandle {
-    fn sender(&self, query_id: &str) -> Result<mpsc::Sender<Envelope>, SubmitError> {
+    /// The query's pipeline queue if one is running; fails once shutdown began.
+    fn live_sender(&self, query_id: &str) -> Result<Option<mpsc::Sender<Envelope>>, SubmitError> {
+        let pipelines = lock(&self.shared.pipelines);
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        // A closed queue is a pipeline that retired after losing its lease.
+        Ok(pipelines
+            .get(query_id)
+            .filter(|tx| !tx.is_closed())
+            .cloned())
+    }
+
+    /// The query's pipeline queue, starting the pipeline if none runs. Sharing the store, the
+    /// query's lease is taken first (one request at a time per query: asking twice would
+    /// fence the first grant); held by another host, this fails with `NotOwner` and nothing
+    /// of the query is set up here.
+    async fn sender(&self, query_id: &str) -> Result<mpsc::Sender<Envelope>, SubmitError> {
+        if let Some(tx) = self.live_sender(query_id)? {
+            return Ok(tx);
+        }
+        let Some(ownership) = &self.shared.context.ownership else {
+            return self.spawn_pipeline(query_id, None);
+        };
+        let _gate = ownership.gate(query_id).await;
+        if let Some(tx) = self.live_sender(query_id)? {
+            return Ok(tx);
+        }
+        let lease = ownership.acquire(query_id).await?;
+        let token = lease.token;
+        let spawned = self.spawn_pipeline(query_id, Some(lease));
+        if spawned.is_err() {
+            ownership.release(query_id, token).await;
+        }
+        spawned
+    }
+
+    fn spawn_pipeline(
+        &self,
+        query_id: &str,
+        lease: Option<Lease>,
+    ) -> Result<mpsc::Sender<Envelope>, SubmitError> {
         let mut pipelines = lock(&self.shared.pipelines);
         // Checked under the pipelines lock, which `shutdown` holds while setting the flag: a
         // pipeline created after shutdown drained the map would never be closed, and its
@@ -205,7 +292,7 @@ impl RuntimeHandle {
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
-        if let Some(tx) = pipelines.get(query_id) {
+        if let Some(tx) = pipelines.get(query_id).filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
         let reactions = lock(&self.shared.reaction_senders)
@@ -217,26 +304,44 @@ impl RuntimeHandle {
             self.shared.config.query_config(query_id).clone(),
             Arc::clone(&self.shared.context),
             reactions,
+            lease,
         );
         lock(&self.shared.pipeline_tasks).push(tokio::spawn(pipeline.run(rx)));
         pipelines.insert(query_id.to_owned(), tx.clone());
         Ok(tx)
     }
 
-    async fn enqueue(&self, query_id: &str, envelope: Envelope) -> Result<(), SubmitError> {
-        let tx = self.sender(query_id)?;
-        match self.shared.config.backpressure {
-            Backpressure::Block => tx
-                .send(envelope)
-                .await
-                .map_err(|_| SubmitError::ShuttingDown),
-            Backpressure::Reject => tx.try_send(envelope).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded {
-                    query_id: query_id.to_owned(),
+    async fn enqueue(&self, query_id: &str, mut envelope: Envelope) -> Result<(), SubmitError> {
+        for _ in 0..RETIRED_PIPELINE_TRIES {
+            let tx = self.sender(query_id).await?;
+            envelope = match self.shared.config.backpressure {
+                Backpressure::Block => match tx.send(envelope).await {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::SendError(envelope)) => envelope,
                 },
-                mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
-            }),
+                Backpressure::Reject => match tx.try_send(envelope) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        return Err(SubmitError::Overloaded {
+                            query_id: query_id.to_owned(),
+                        })
+                    }
+                    Err(mpsc::error::TrySendError::Closed(envelope)) => envelope,
+                },
+            };
+            // The queue closed under us: shutdown, or (sharing the store) the pipeline
+            // retired on losing its lease — then the next try asks for the lease again.
+            if self.shared.context.ownership.is_none()
+                || self.shared.shutting_down.load(Ordering::SeqCst)
+            {
+                return Err(SubmitError::ShuttingDown);
+            }
         }
+        Err(SubmitError::QueryStopped {
+            query_id: query_id.to_owned(),
+            reason: StopReason::LeaseLost,
+            committed: self.status(query_id).and_then(|s| s.sequence),
+        })
     }
 
     /// Queues an event for its query (waiting for room, or failing with `Overloaded`, per the
@@ -337,6 +442,13 @@ impl RuntimeHandle {
     /// it: it receives nothing more for the query until a reset) or when the runtime stopped
     /// a reaction's worker before it got there.
     pub async fn reactions_caught_up(&self, query_id: &str) -> Result<Position, RuntimeError> {
+        if let Some(ownership) = &self.shared.context.ownership {
+            if !ownership.owns(query_id) {
+                return Err(RuntimeError::NotOwned {
+                    query_id: query_id.to_owned(),
+                });
+            }
+        }
         let target = self.shared.context.registry.position(query_id);
         for progress in &self.shared.progress {
             progress.clone().wait_for(query_id, target).await?;
@@ -370,5 +482,33 @@ impl RuntimeHandle {
     /// The store under the runtime.
     pub fn store(&self) -> &Arc<dyn ResultStore> {
         &self.shared.context.store
+    }
+
+    /// This host's identity when it shares the store with other hosts (configured with
+    /// [`RuntimeConfig::host`] on a store with leases); `None` otherwise.
+    pub fn host(&self) -> Option<&HostIdentity> {
+        (self.shared.context.ownership.as_ref()).map(|o| o.identity())
+    }
+
+    /// The queries whose lease this host holds, by id (empty when it does not share the
+    /// store).
+    pub fn owned_queries(&self) -> Vec<String> {
+        (self.shared.context.ownership.as_ref()).map_or_else(Vec::new, |o| o.owned())
+    }
+
+    /// Test support: stops renewing this host's leases, as if the process were paused — its
+    /// pipelines keep running and committing with tokens that expire, which is how a test
+    /// shows that the store fences a paused owner.
+    #[cfg(feature = "testing")]
+    pub fn stop_lease_renewals(&self) {
+        if let Some(task) = lock(&self.shared.renewals).take() {
+            task.abort();
+        }
+    }
+
+    /// Whether this host writes `query_id`: it holds its lease, or it does not share the
+    /// store (then it writes every query).
+    pub fn owns(&self, query_id: &str) -> bool {
+        (self.shared.context.ownership.as_ref()).is_none_or(|o| o.owns(query_id))
     }
 }

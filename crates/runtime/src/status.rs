@@ -113,7 +113,34 @@ pub struct Position {
 
 struct Entry {
     status: QueryStatus,
+    /// The newest position commit notices reported (commits made by other hosts sharing the
+    /// store). The published position is the later of this and the status's own.
+    noticed: Position,
     position: watch::Sender<Position>,
+}
+
+impl Entry {
+    fn new(query_id: &str) -> Self {
+        Entry {
+            status: QueryStatus::new(query_id),
+            noticed: Position::default(),
+            position: watch::Sender::new(Position::default()),
+        }
+    }
+
+    /// Publishes the later of the own and the noticed position, waking watchers if it moved.
+    fn publish(&self) {
+        let own = Position {
+            epoch: self.status.epoch,
+            sequence: self.status.sequence,
+        };
+        let position = own.max(self.noticed);
+        self.position.send_if_modified(|p| {
+            let changed = *p != position;
+            *p = position;
+            changed
+        });
+    }
 }
 
 /// Status of every query the runtime has seen, plus a position watch per query.
@@ -128,20 +155,44 @@ impl Registry {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let entry = entries.entry(query_id.to_owned()).or_insert_with(|| Entry {
-            status: QueryStatus::new(query_id),
-            position: watch::Sender::new(Position::default()),
-        });
+        let entry = entries
+            .entry(query_id.to_owned())
+            .or_insert_with(|| Entry::new(query_id));
         f(&mut entry.status);
-        let position = Position {
-            epoch: entry.status.epoch,
-            sequence: entry.status.sequence,
+        entry.publish();
+    }
+
+    /// A commit (or clear) another host made, from the store's commit notices: moves the
+    /// query's watched position forward so change-feed readers here wake. Only queries
+    /// someone here watches (or this runtime has seen) have an entry; a reader that starts
+    /// watching later reads the store first anyway. Positions only move forward: notices of
+    /// this host's own commits arrive after the pipeline published them, possibly after later
+    /// ones. A notice of an empty query (removed) wakes the watchers without moving.
+    pub(crate) fn observe(&self, query_id: &str, noticed: Position) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
         };
-        entry.position.send_if_modified(|p| {
-            let changed = *p != position;
-            *p = position;
-            changed
-        });
+        let Some(entry) = entries.get_mut(query_id) else {
+            return;
+        };
+        if noticed == Position::default() {
+            entry.position.send_modify(|_| {});
+        } else if noticed > entry.noticed {
+            entry.noticed = noticed;
+            entry.publish();
+        }
+    }
+
+    /// Wakes every watcher of every query without moving any position: notices were lost
+    /// (a slow subscriber, a reconnect), so any query may have changed and every reader must
+    /// look at the store again.
+    pub(crate) fn wake_all(&self) {
+        let Ok(entries) = self.entries.lock() else {
+            return;
+        };
+        for entry in entries.values() {
+            entry.position.send_modify(|_| {});
+        }
     }
 
     pub(crate) fn get(&self, query_id: &str) -> Option<QueryStatus> {

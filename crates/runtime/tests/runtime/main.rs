@@ -5,6 +5,7 @@
 mod backpressure;
 mod caught_up;
 mod faults;
+mod hosts;
 mod policies;
 mod reactions;
 mod restart;
