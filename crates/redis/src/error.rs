@@ -19,20 +19,25 @@ const TRANSIENT_CODES: [&str; 6] = [
     "NOREPLICAS",
 ];
 
-/// Classifies a client error: lost or refused connections, timeouts and the server states
-/// above are transient (the runtime retries them with backoff; the connection manager
-/// reconnects meanwhile); anything else — a script error, a wrong-type key, a refused
-/// command — is permanent.
-#[allow(clippy::needless_pass_by_value)] // by value so that `.map_err(from_redis)` reads well
-pub(crate) fn from_redis(err: RedisError) -> StoreError {
+/// Whether a client error clears up by itself: lost or refused connections, timeouts and the
+/// server states above (the caller retries with backoff; a connection manager reconnects
+/// meanwhile). Anything else — a script error, a wrong-type key, a refused command — is
+/// permanent. Public so that every Redis client in the workspace (the store, the Redis
+/// Streams source) classifies errors the same way.
+pub fn is_transient(err: &RedisError) -> bool {
     let transient_code = err.code().is_some_and(|c| TRANSIENT_CODES.contains(&c));
-    let class = if transient_code
+    transient_code
         || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || !matches!(err.retry_method(), RetryMethod::NoRetry)
-    {
+}
+
+/// Classifies a client error for the store ([`is_transient`]).
+#[allow(clippy::needless_pass_by_value)] // by value so that `.map_err(from_redis)` reads well
+pub(crate) fn from_redis(err: RedisError) -> StoreError {
+    let class = if is_transient(&err) {
         ErrorClass::Transient
     } else {
         ErrorClass::Permanent

@@ -87,7 +87,10 @@ mod scripts;
 mod server_config;
 mod snapshot;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use error::is_transient;
 pub use options::{FlushMode, RedisStoreOptions};
 pub use snapshot::SnapshotStats;
 pub use store::{RedisStore, REDIS_FORMAT_VERSION};
