@@ -37,6 +37,7 @@ mod progress;
 mod reaction;
 pub mod reactions;
 mod recovery;
+mod resume;
 mod retry;
 mod runtime;
 mod source;
@@ -54,6 +55,7 @@ pub use error::{ReactionError, RuntimeError, SourceError, StopReason, SubmitErro
 pub use metrics::{MetricsSnapshot, RuntimeMetrics};
 pub use progress::ReactionFailure;
 pub use reaction::{ChangeEvent, CommittedChange, Delivery, Reaction, RowChange};
+pub use resume::CommittedSequences;
 pub use runtime::{Pending, Runtime, RuntimeHandle};
 pub use source::{channel_source, run_ndjson, SourceReport, DEFAULT_MAX_LINE_BYTES};
 pub use status::{Position, QueryState, QueryStatus, ReactionLag};

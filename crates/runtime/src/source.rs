@@ -1,7 +1,7 @@
 //! Event sources: an in-process channel, and an NDJSON reader (file or stdin) that resumes
 //! after what the store already holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use liveresults_core::formats::{parse_ndjson_line, Event};
 use liveresults_core::ndjson::{Line, LineSplitter};
@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::envelope::Applied;
 use crate::error::{SourceError, SubmitError};
+use crate::resume::CommittedSequences;
 use crate::runtime::{Pending, RuntimeHandle};
 
 /// Longest NDJSON line accepted by default (16 MiB).
@@ -113,7 +114,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
     inflight: &mut InFlight,
 ) -> Result<(), SourceError> {
     let mut lines_in = LineSplitter::new(max_line_bytes);
-    let mut stored: HashMap<String, Option<u64>> = HashMap::new();
+    let mut stored = CommittedSequences::new();
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
@@ -140,7 +141,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
 async fn submit_line(
     line: Line<'_>,
     handle: &RuntimeHandle,
-    stored: &mut HashMap<String, Option<u64>>,
+    stored: &mut CommittedSequences,
     progress: &mut impl FnMut(&SourceReport),
     report: &mut SourceReport,
     inflight: &mut InFlight,
@@ -151,27 +152,14 @@ async fn submit_line(
         return Ok(false);
     }
     let event = parse_ndjson_line(line_no, line.text)?;
-    let query_id = event.query_id().to_owned();
-    let committed = match stored.get(&query_id) {
-        Some(c) => *c,
-        None => {
-            let info = handle
-                .store()
-                .query_info(&query_id)
-                .await
-                .map_err(|source| SourceError::Submit {
-                    line: line_no,
-                    source: SubmitError::Store {
-                        query_id: query_id.clone(),
-                        committed: None,
-                        source,
-                    },
-                })?;
-            stored.insert(query_id.clone(), info.sequence);
-            info.sequence
-        }
-    };
-    if committed.is_some_and(|c| event.sequence() <= c) {
+    let covered = stored
+        .covers(handle, &event)
+        .await
+        .map_err(|source| SourceError::Submit {
+            line: line_no,
+            source,
+        })?;
+    if covered {
         report.resumed_past += 1;
         return Ok(false);
     }
