@@ -1,0 +1,188 @@
+//! The stream commands one consumer sends, each with its arguments in one place and its reply
+//! read by the `reply` module. Errors carry the command and the stream, for the source to
+//! classify (retry the transient ones, recreate a vanished group, stop on the rest).
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+
+use crate::config::millis;
+use crate::error::StreamSourceError;
+use crate::reply::{self, Claimed, Entry, PendingEntry};
+
+/// A consumer's connection and identity.
+pub(crate) struct Commands {
+    pub conn: ConnectionManager,
+    pub group: String,
+    pub consumer: String,
+}
+
+/// Most ids one XACK carries.
+const ACK_CHUNK: usize = 1024;
+
+fn redis_error(
+    command: &'static str,
+    stream: &str,
+) -> impl FnOnce(redis::RedisError) -> StreamSourceError {
+    let stream = stream.to_owned();
+    move |source| StreamSourceError::Redis {
+        command,
+        stream,
+        source,
+    }
+}
+
+fn reply_error(command: &'static str) -> impl FnOnce(String) -> StreamSourceError {
+    move |detail| StreamSourceError::Reply { command, detail }
+}
+
+impl Commands {
+    /// `XGROUP CREATE <stream> <group> 0 MKSTREAM`: the group starts at the beginning of the
+    /// stream, so a new group reads what was published before it existed (events already
+    /// committed are acknowledged without being submitted again). An existing group is kept.
+    pub async fn create_group(&mut self, stream: &str) -> Result<(), StreamSourceError> {
+        let created: Result<Value, _> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other
+                .map(drop)
+                .map_err(redis_error("XGROUP CREATE", stream)),
+        }
+    }
+
+    /// `XREADGROUP … COUNT <count> [BLOCK <ms>] STREAMS <streams…> <ids…>`: with id `>` new
+    /// entries, with an id of a pending entry this consumer's own pending entries after it.
+    pub async fn read(
+        &mut self,
+        streams: &[&str],
+        ids: &[&str],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<(String, Vec<Entry>)>, StreamSourceError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(millis(block));
+        }
+        cmd.arg("STREAMS").arg(streams).arg(ids);
+        let value: Value = cmd
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XREADGROUP", &streams.join(", ")))?;
+        reply::read_reply(value).map_err(reply_error("XREADGROUP"))
+    }
+
+    /// `XAUTOCLAIM <stream> <group> <consumer> <min idle> <cursor> COUNT <count> [JUSTID]`:
+    /// takes over entries pending with any consumer for at least `min_idle`.
+    pub async fn autoclaim(
+        &mut self,
+        stream: &str,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+        just_ids: bool,
+    ) -> Result<Claimed, StreamSourceError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(millis(min_idle))
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count);
+        if just_ids {
+            cmd.arg("JUSTID");
+        }
+        let value: Value = cmd
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XAUTOCLAIM", stream))?;
+        reply::autoclaim_reply(value, just_ids).map_err(reply_error("XAUTOCLAIM"))
+    }
+
+    /// `XPENDING <stream> <group> - + <count>`: the oldest pending entries, whoever holds them.
+    pub async fn oldest_pending(
+        &mut self,
+        stream: &str,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>, StreamSourceError> {
+        let value: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&self.group)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XPENDING", stream))?;
+        reply::pending_reply(value).map_err(reply_error("XPENDING"))
+    }
+
+    /// `XACK <stream> <group> <ids…>`, in chunks. Acknowledging an id twice is harmless.
+    pub async fn ack(&mut self, stream: &str, ids: &[String]) -> Result<(), StreamSourceError> {
+        for chunk in ids.chunks(ACK_CHUNK) {
+            let _: Value = redis::cmd("XACK")
+                .arg(stream)
+                .arg(&self.group)
+                .arg(chunk)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(redis_error("XACK", stream))?;
+        }
+        Ok(())
+    }
+
+    /// Moves an entry to `dead_letter`: one MULTI/EXEC with an XADD of the entry (its fields
+    /// after `deadletter-*` fields saying where it came from and why) and the XACK of the
+    /// original, so the entry is either moved or still pending, never lost and never both.
+    /// (In a Redis Cluster the two streams would have to share a hash slot for this.)
+    pub async fn dead_letter(
+        &mut self,
+        stream: &str,
+        dead_letter: &str,
+        id: &str,
+        fields: &[(Vec<u8>, Vec<u8>)],
+        reason: &str,
+    ) -> Result<(), StreamSourceError> {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(dead_letter)
+            .arg("*")
+            .arg("deadletter-stream")
+            .arg(stream)
+            .arg("deadletter-id")
+            .arg(id)
+            .arg("deadletter-reason")
+            .arg(reason)
+            .arg("deadletter-group")
+            .arg(&self.group)
+            .arg("deadletter-consumer")
+            .arg(&self.consumer);
+        for (field, value) in fields {
+            xadd.arg(field.as_slice()).arg(value.as_slice());
+        }
+        let mut xack = redis::cmd("XACK");
+        xack.arg(stream).arg(&self.group).arg(id);
+        let _: Value = redis::pipe()
+            .atomic()
+            .add_command(xadd)
+            .ignore()
+            .add_command(xack)
+            .ignore()
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XADD (dead letter)", stream))?;
+        Ok(())
+    }
+}
