@@ -5,7 +5,7 @@
 //! `detail`; server errors are logged in full here and answered with a generic detail, so
 //! that store internals never reach a client.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use liveresults_core::ndjson::NdjsonError;
 use liveresults_core::StoreError;
@@ -19,6 +19,12 @@ const TYPE_PREFIX: &str = "urn:liveresults:problem:";
 
 /// Seconds an overloaded client is told to wait before retrying.
 const RETRY_AFTER_SECS: &str = "1";
+
+/// Header naming the host that owns a query, on a `not-owner` answer (several hosts sharing
+/// the store).
+pub const OWNER_HEADER: &str = "liveresults-owner";
+/// Header giving the owning host's address, on a `not-owner` answer.
+pub const OWNER_ADDRESS_HEADER: &str = "liveresults-owner-address";
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +155,7 @@ struct Problem {
     detail: String,
     extra: Map<String, Json>,
     retry_after: bool,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -160,7 +167,17 @@ impl Problem {
             detail,
             extra: Map::new(),
             retry_after: false,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header; a value that is not a valid header (a name with control
+    /// characters) is left out: the body carries it anyway.
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.headers.push((HeaderName::from_static(name), value));
+        }
+        self
     }
 
     fn with(mut self, key: &str, value: impl Into<Json>) -> Self {
@@ -242,6 +259,46 @@ fn refused(
     source: &SubmitError,
 ) -> Problem {
     let problem = match source {
+        // Several hosts share the store and another one writes this query: say which, so the
+        // client sends its writes there (a redirect would need the body again, which a
+        // streamed ingest no longer has).
+        SubmitError::NotOwner {
+            query_id,
+            holder,
+            address,
+        } => Problem::new(
+            StatusCode::CONFLICT,
+            "not-owner",
+            "Query owned by another host",
+            format!(
+                "query {query_id:?} is written by host {holder:?} at {address}; nothing was \
+                 committed here. Send its writes there; reads work on every host"
+            ),
+        )
+        .with("owner", holder.as_str())
+        .with("owner_address", address.as_str())
+        .header(OWNER_HEADER, holder)
+        .header(OWNER_ADDRESS_HEADER, address),
+        // The lease moved while this host was writing: a retry is answered by the new state
+        // (most likely `not-owner`, naming the new owner).
+        SubmitError::QueryStopped {
+            query_id,
+            reason: StopReason::LeaseLost,
+            ..
+        } => {
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lease-lost",
+                "Query moved to another host",
+                format!(
+                    "this host lost the lease of query {query_id:?} to another host; nothing \
+                     after the committed sequence was committed. Retry: the answer names the \
+                     host that writes the query now"
+                ),
+            );
+            p.retry_after = true;
+            p.with("reason", StopReason::LeaseLost.to_string())
+        }
         // A store fault's message stays in the log; the client learns its kind and the way out.
         SubmitError::QueryStopped {
             query_id,
@@ -451,6 +508,9 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        for (name, value) in p.headers {
+            headers.insert(name, value);
         }
         response
     }

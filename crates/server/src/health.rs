@@ -60,20 +60,26 @@ fn shutting_down() -> (StatusCode, Json<Value>) {
 }
 
 /// Liveness: 200 while the process serves (`ok`, or `degraded` naming the queries a store
-/// fault stopped), 503 once shutdown has begun.
+/// fault stopped), 503 once shutdown has begun. A host sharing its store adds `host`: its
+/// name, address and the queries whose lease it holds.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.inner.shutdown.is_cancelled() {
         return shutting_down();
     }
     let reasons = unready_reasons(&state, false).await;
-    if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ok"})))
+    let mut body = if reasons.is_empty() {
+        json!({"status": "ok"})
     } else {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "degraded", "reasons": reasons})),
-        )
+        json!({"status": "degraded", "reasons": reasons})
+    };
+    // Sharing the store: which host this is and which queries it writes.
+    if let (Some(host), Some(map)) = (
+        crate::ownership::host_json(&state.inner.runtime),
+        body.as_object_mut(),
+    ) {
+        map.insert("host".into(), host);
     }
+    (StatusCode::OK, Json(body))
 }
 
 /// Readiness: 200 `ready`, or 503 with every reason it is not.

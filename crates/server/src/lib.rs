@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod offset;
+mod ownership;
 mod problem;
 pub mod purge;
 pub mod queries;

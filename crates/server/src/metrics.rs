@@ -3,7 +3,8 @@
 //! The counters themselves live in the `counters` module, which the shared state holds.
 //!
 //! Runtime counters and per-query gauges come from the runtime's in-memory registry, so a
-//! scrape never touches the store.
+//! scrape never touches the store. A host sharing its store with others reports the queries
+//! whose lease it holds (`liveresults_leases_held` counts them).
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -106,6 +107,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    // Several hosts sharing the store: how many queries this one writes.
+    let owned = runtime.owned_queries();
+    family(
+        &mut out,
+        "liveresults_leases_held",
+        "gauge",
+        "Query leases this host holds (queries it writes, when several hosts share the store).",
+    );
+    let _ = writeln!(out, "liveresults_leases_held {}", owned.len());
     family(
         &mut out,
         "liveresults_http_responses_total",
@@ -174,7 +184,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             Some(s.gaps as f64)
         }),
     ];
-    let statuses = runtime.statuses();
+    // Sharing the store, a host reports the queries it writes: another host's query would
+    // show this host's stale numbers next to the owner's current ones.
+    let mut statuses = runtime.statuses();
+    if runtime.host().is_some() {
+        statuses.retain(|s| owned.binary_search(&s.query_id).is_ok());
+    }
     for (name, kind, help, sample) in families {
         family(&mut out, name, kind, help);
         for s in &statuses {

@@ -47,6 +47,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, Api
         let info = render::info_of(&status);
         out.push((info.query_id.clone(), render::query(&info, Some(&status))));
     }
+    for (query_id, summary) in &mut out {
+        crate::ownership::mark_owned(runtime, query_id, summary);
+    }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Json(out.into_iter().map(|(_, v)| v).collect()))
 }
@@ -57,8 +60,14 @@ pub async fn stats(
     Path(query_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let info = known_info(&state, &query_id).await?;
-    let status = state.inner.runtime.status(&query_id);
-    Ok(Json(render::query(&info, status.as_ref())))
+    let runtime = &state.inner.runtime;
+    let status = runtime.status(&query_id);
+    let mut summary = render::query(&info, status.as_ref());
+    let owner = crate::ownership::owner_fields(runtime, &query_id).await?;
+    if let Some(map) = summary.as_object_mut() {
+        map.extend(owner);
+    }
+    Ok(Json(summary))
 }
 
 /// Clears a query (rows, outbox, checkpoints; its epoch increments), ordered with its queued
