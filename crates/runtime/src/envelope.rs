@@ -28,6 +28,9 @@ pub enum Applied {
 /// Where a pipeline answers one submitted event or batch.
 pub(crate) type Ack = oneshot::Sender<Result<Applied, SubmitError>>;
 
+/// Where a pipeline answers an operator's removal: with what the query was.
+pub(crate) type RemoveAck = oneshot::Sender<Result<QueryInfo, SubmitError>>;
+
 /// What a pipeline's queue carries.
 pub(crate) enum Envelope {
     /// One event, acknowledged once committed (or skipped) when `ack` is given.
@@ -38,4 +41,7 @@ pub(crate) enum Envelope {
     Clear(oneshot::Sender<Result<QueryInfo, SubmitError>>),
     /// An operator's resume: re-read the committed position and accept events again.
     Resume(oneshot::Sender<Result<QueryInfo, SubmitError>>),
+    /// An operator's removal (a purge): remove the query everywhere and retire the pipeline;
+    /// what is queued behind it is refused. Answered with what the query was.
+    Remove(RemoveAck),
 }

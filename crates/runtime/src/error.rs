@@ -28,6 +28,11 @@ pub enum StopReason {
     /// again (and is told who holds it).
     #[error("this host lost the query's lease to another host")]
     LeaseLost,
+    /// An operator removed the query entirely (`RuntimeHandle::remove_query`, the server's
+    /// purge) while this was queued behind the removal: nothing of it was applied. A later
+    /// submit re-creates the query.
+    #[error("query was removed")]
+    Removed,
 }
 
 /// A sequence for a message, `none` when there is none (never Rust's `Some(1)`).

@@ -7,6 +7,7 @@
 
 mod lease;
 mod load;
+mod remove;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::{QueryConfig, RecoveryPolicy, RetryPolicy};
-use crate::envelope::{Ack, Applied, Envelope};
+use crate::envelope::{Ack, Applied, Envelope, RemoveAck};
 use crate::error::{StopReason, SubmitError};
 use crate::group::Group;
 use crate::metrics::RuntimeMetrics;
@@ -71,6 +72,9 @@ pub(crate) struct Pipeline {
     lease: Option<Lease>,
     /// The lease is gone: nothing more is written, and the pipeline retires.
     lease_lost: bool,
+    /// The query was removed (see the `remove` submodule): the answer to the removal, sent
+    /// once the queue is closed, and what the query was.
+    removal: Option<(RemoveAck, QueryInfo)>,
 }
 
 impl Pipeline {
@@ -95,7 +99,13 @@ impl Pipeline {
             in_batch: false,
             lease,
             lease_lost: false,
+            removal: None,
         }
+    }
+
+    /// Whether the query was removed: the pipeline then only refuses, and retires.
+    fn removed(&self) -> bool {
+        self.stopped == Some(StopReason::Removed)
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
@@ -108,7 +118,7 @@ impl Pipeline {
             let max = self.context.group_commit_events;
             let delay = self.context.group_commit_delay;
             let mut pending = Vec::with_capacity(max);
-            while !self.lease_lost {
+            while !self.lease_lost && !self.removed() {
                 let Some(first) = self.next(&mut rx).await else {
                     break;
                 };
@@ -131,7 +141,9 @@ impl Pipeline {
                 }
                 self.flush().await;
             }
-            if self.lease_lost {
+            if self.removed() {
+                self.finish_removal(&mut rx).await;
+            } else if self.lease_lost {
                 self.retire(&mut rx).await;
             }
             tracing::debug!("pipeline drained");
@@ -170,7 +182,7 @@ impl Pipeline {
     }
 
     async fn handle(&mut self, env: Envelope) {
-        if self.lease_lost {
+        if self.lease_lost || self.removed() {
             self.refuse(env);
             return;
         }
@@ -238,6 +250,7 @@ impl Pipeline {
                 let result = self.resume().await;
                 let _ = ack.send(result);
             }
+            Envelope::Remove(ack) => self.remove(ack).await,
         }
     }
 
@@ -453,7 +466,11 @@ impl Pipeline {
                 return;
             }
         };
+        let first_of_query = self.committed.is_none() && self.epoch == 0;
         self.committed = Some(group.span.last);
+        if first_of_query {
+            self.learn_epoch().await;
+        }
         let upstream = group.signals.last().copied();
         let source_time_ms = group.source_time_ms;
         self.context.registry.update(&self.query_id, |s| {

@@ -105,6 +105,13 @@ impl ProgressWriter {
         });
     }
 
+    /// Forgets the query (it was removed): its position and failure go, so statuses and
+    /// failure lists no longer name it.
+    pub(crate) fn forget(&self, query_id: &str) {
+        self.tx
+            .send_if_modified(|queries| queries.remove(query_id).is_some());
+    }
+
     /// Whether the reaction has failed for `query_id`.
     pub(crate) fn failed(&self, query_id: &str) -> bool {
         self.tx

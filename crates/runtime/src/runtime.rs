@@ -306,7 +306,11 @@ impl RuntimeHandle {
             reactions,
             lease,
         );
-        lock(&self.shared.pipeline_tasks).push(tokio::spawn(pipeline.run(rx)));
+        let mut tasks = lock(&self.shared.pipeline_tasks);
+        // Pipelines that retired (a removed query, a lost lease) are done: keep live ones only.
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(tokio::spawn(pipeline.run(rx)));
+        drop(tasks);
         pipelines.insert(query_id.to_owned(), tx.clone());
         Ok(tx)
     }
@@ -329,11 +333,10 @@ impl RuntimeHandle {
                     Err(mpsc::error::TrySendError::Closed(envelope)) => envelope,
                 },
             };
-            // The queue closed under us: shutdown, or (sharing the store) the pipeline
-            // retired on losing its lease — then the next try asks for the lease again.
-            if self.shared.context.ownership.is_none()
-                || self.shared.shutting_down.load(Ordering::SeqCst)
-            {
+            // The queue closed under us: shutdown, or the pipeline retired — its query was
+            // removed, or (sharing the store) it lost the lease — and the next try starts a
+            // new one (asking for the lease again).
+            if self.shared.shutting_down.load(Ordering::SeqCst) {
                 return Err(SubmitError::ShuttingDown);
             }
         }
@@ -404,6 +407,33 @@ impl RuntimeHandle {
         let (ack, rx) = oneshot::channel();
         self.enqueue(query_id, Envelope::Resume(ack)).await?;
         rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    }
+
+    /// Removes a query entirely, ordered with its queued events: what was queued before is
+    /// committed first, then reactions finish what they were given, the store removes the
+    /// query ([`ResultStore::remove_query`]: rows, outbox, checkpoints, meta), reactions are
+    /// told to reset and their progress on it is forgotten, and its status goes (change-feed
+    /// watchers of its position see the watch close). The query's pipeline ends: events
+    /// queued behind the removal are refused with [`StopReason::Removed`] rather than left
+    /// waiting, and the next submit for the id starts afresh, re-creating the query at an
+    /// epoch above every epoch of the removed one (the store keeps that floor).
+    ///
+    /// Returns what the query was just before the removal. Removing a query neither the
+    /// runtime nor the store knows changes nothing and returns the empty state. A removal the
+    /// store refuses changes nothing either, and the query goes on as before.
+    ///
+    /// [`ResultStore::remove_query`]: liveresults_core::ResultStore::remove_query
+    pub async fn remove_query(&self, query_id: &str) -> Result<QueryInfo, SubmitError> {
+        let (ack, rx) = oneshot::channel();
+        self.enqueue(query_id, Envelope::Remove(ack)).await?;
+        let removed = rx.await.map_err(|_| SubmitError::ShuttingDown)??;
+        // The pipeline closed its queue before answering; a submit may have started a new
+        // one since, which stays.
+        let mut pipelines = lock(&self.shared.pipelines);
+        if pipelines.get(query_id).is_some_and(mpsc::Sender::is_closed) {
+            pipelines.remove(query_id);
+        }
+        Ok(removed)
     }
 
     /// The status of one query, if the runtime has seen it, with every reaction's progress on it.

@@ -195,6 +195,14 @@ impl Registry {
         }
     }
 
+    /// Forgets a query (it was removed): its status goes, and whoever watches its position
+    /// sees the watch close, so a parked change-feed reader looks at the store again.
+    pub(crate) fn remove(&self, query_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(query_id);
+        }
+    }
+
     pub(crate) fn get(&self, query_id: &str) -> Option<QueryStatus> {
         self.entries
             .lock()

@@ -27,6 +27,9 @@ pub(crate) enum Work {
     /// the query, so it recovers exactly as after a restart. Runs in the worker because the
     /// worker alone publishes the reaction's progress, and after everything queued before.
     Recover(Box<Recover>),
+    /// Forget the reaction's progress (and failure) on a query that was removed; sent after
+    /// the reset that dropped the reaction's state for it.
+    Forget(String),
 }
 
 /// The query to recover, how, and where to say it is done.
@@ -55,6 +58,7 @@ pub(crate) fn spawn_worker(
                 Work::Barrier(done) => {
                     let _ = done.send(());
                 }
+                Work::Forget(query_id) => progress.forget(&query_id),
                 Work::Recover(recover) => {
                     let Recover {
                         info,

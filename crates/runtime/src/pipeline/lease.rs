@@ -117,7 +117,7 @@ impl Pipeline {
             Envelope::Batch(_, ack) => {
                 let _ = ack.send(Err(error()));
             }
-            Envelope::Clear(ack) | Envelope::Resume(ack) => {
+            Envelope::Clear(ack) | Envelope::Resume(ack) | Envelope::Remove(ack) => {
                 let _ = ack.send(Err(error()));
             }
         }

@@ -8,6 +8,7 @@ mod faults;
 mod hosts;
 mod policies;
 mod reactions;
+mod remove;
 mod restart;
 mod sequencing;
 mod shutdown;
