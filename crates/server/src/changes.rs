@@ -18,7 +18,9 @@
 //!
 //! Offsets whose batches have left the outbox, that belong to an older epoch (the query was
 //! cleared) or that lie beyond the tail answer 409 `must-refetch` with the current offset: the
-//! client must rebuild from the snapshot, whose header names the offset to continue from.
+//! client must rebuild from the snapshot, whose header names the offset to continue from. An
+//! offset of a query that no longer exists (purged: `DELETE ?purge=true`) answers the same
+//! 409, and the snapshot then answers 404.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -28,7 +30,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::feed::{cursor, Feed, Read};
 use crate::offset::{Offset, Start};
-use crate::queries::known_info;
+use crate::queries::known_for_feed;
 use crate::state::AppState;
 
 /// `Stream-Next-Offset`: where the next read starts.
@@ -152,7 +154,7 @@ pub async fn changes(
     })?;
     match live {
         None => {
-            known_info(&state, &query_id).await?;
+            known_for_feed(&state, &query_id, start).await?;
             let inner = &*state.inner;
             let read = Feed::new(
                 &inner.runtime,
@@ -192,7 +194,7 @@ async fn long_poll(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &*state.inner;
-    known_info(state, query_id).await?;
+    known_for_feed(state, query_id, start).await?;
     let feed = Feed::new(
         &inner.runtime,
         query_id,

@@ -320,6 +320,20 @@ fn refused(
             )
             .with("reason", reason.to_string())
         }
+        // Refused because a purge removed the query while the request waited in its queue.
+        SubmitError::QueryStopped {
+            query_id,
+            reason: StopReason::Removed,
+            ..
+        } => Problem::new(
+            StatusCode::CONFLICT,
+            "query-removed",
+            "Query removed",
+            format!(
+                "query {query_id:?} was purged (DELETE ?purge=true) while this request waited; \
+                 this part of it was not committed. Send it again to create the query anew"
+            ),
+        ),
         SubmitError::QueryStopped { reason, .. } => Problem::new(
             StatusCode::CONFLICT,
             "query-stopped",

@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use liveresults_core::{OutboxEntry, StoreError};
+use liveresults_core::{OutboxEntry, QueryInfo, StoreError};
 use liveresults_runtime::{CommittedChange, Position, RuntimeHandle};
 use tokio::sync::{watch, Semaphore};
 
@@ -133,6 +133,16 @@ impl<'a> Feed<'a> {
             let after = match start {
                 Start::Now => return Ok(at_tail),
                 Start::Beginning => None,
+                // What a purged query reads as (also a query that never committed anything).
+                Start::At(offset) if offset != tail && info == QueryInfo::empty(query_id) => {
+                    return Err(FeedError::MustRefetch {
+                        detail: format!(
+                            "offset {offset} cannot be served: query {query_id:?} holds nothing \
+                             (it was purged, or never written)"
+                        ),
+                        tail,
+                    })
+                }
                 Start::At(offset) if offset.epoch < info.epoch => {
                     return Err(FeedError::MustRefetch {
                         detail: format!(
@@ -260,6 +270,10 @@ impl<'a> Feed<'a> {
     /// drops the query's position. `stop` wins over a commit that is ready at the same moment,
     /// so a stopping reader does not start another store read. Parked waiters hold nothing
     /// of the store.
+    ///
+    /// The runtime drops a query's position when the query is purged: one last read then
+    /// tells the waiter what became of its offset (must-refetch), instead of an empty answer
+    /// that would send it back to wait on a query that no longer exists.
     pub(crate) async fn next_commit(
         &self,
         position: &mut watch::Receiver<Position>,
@@ -273,7 +287,8 @@ impl<'a> Feed<'a> {
                 () = &mut stop => return Ok(None),
                 changed = position.changed() => {
                     if changed.is_err() {
-                        return Ok(None);
+                        let read = self.read(Start::At(after)).await?;
+                        return Ok((!read.messages.is_empty()).then_some(read));
                     }
                 }
             }

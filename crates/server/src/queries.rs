@@ -8,6 +8,7 @@ use liveresults_core::QueryInfo;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::offset::{Offset, Start};
 use crate::render;
 use crate::state::AppState;
 
@@ -26,6 +27,28 @@ pub(crate) async fn known_info(state: &AppState, query_id: &str) -> Result<Query
         Err(ApiError::NotFound {
             query_id: query_id.to_owned(),
         })
+    }
+}
+
+/// [`known_info`] for a change-feed read. A reader that names an offset of a query neither the
+/// runtime nor the store knows has read the query before it was purged (or made the offset
+/// up): it gets the answer a reader of a cleared query gets, 409 must-refetch, so a client
+/// handles a purge the way it handles a clear — and the snapshot it refetches answers 404.
+/// `-1` and `now` name no position, so they get the 404.
+pub(crate) async fn known_for_feed(
+    state: &AppState,
+    query_id: &str,
+    start: Start,
+) -> Result<(), ApiError> {
+    match (known_info(state, query_id).await, start) {
+        (Err(ApiError::NotFound { .. }), Start::At(offset)) => Err(ApiError::MustRefetch {
+            detail: format!(
+                "offset {offset} cannot be served: query {query_id:?} does not exist (it was \
+                 purged, or never written)"
+            ),
+            offset: Offset::tail(&QueryInfo::empty(query_id)).to_string(),
+        }),
+        (known, _) => known.map(|_| ()),
     }
 }
 

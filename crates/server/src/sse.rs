@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::ApiError;
 use crate::feed::{cursor, Feed, FeedError, Read};
 use crate::offset::Start;
-use crate::queries::known_info;
+use crate::queries::known_for_feed;
 use crate::state::AppState;
 
 /// Events buffered between a stream's task and its connection: one read's data and control.
@@ -41,7 +41,7 @@ pub(crate) async fn sse(
     start: Start,
     client_cursor: Option<String>,
 ) -> Result<Response, ApiError> {
-    known_info(&state, &query_id).await?;
+    known_for_feed(&state, &query_id, start).await?;
     let inner = &*state.inner;
     let feed = Feed::new(
         &inner.runtime,

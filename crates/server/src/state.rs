@@ -196,7 +196,8 @@ impl AppState {
     }
 
     /// Queries the server holds (default 10,000): a first write to a new query beyond it
-    /// gets 403 and stores nothing.
+    /// gets 403 and stores nothing. A purge (`DELETE /queries/{id}?purge=true`) frees a
+    /// query's slot; a clear keeps it.
     #[must_use]
     pub fn max_queries(self, queries: usize) -> Self {
         self.edit(|i| i.limits.max_queries = queries)

@@ -240,7 +240,7 @@ async fn cors_is_off_by_default_and_answers_only_the_configured_origin() {
 }
 
 #[tokio::test]
-async fn purge_is_admin_only_and_refused_until_the_store_can_remove_a_query() {
+async fn purge_is_admin_only() {
     let server = with_tokens().await;
     assert_eq!(
         send(ingest(&server, "q", adds("q", 1, 1, 1)), Some(WRITE))
@@ -250,20 +250,16 @@ async fn purge_is_admin_only_and_refused_until_the_store_can_remove_a_query() {
     );
     let purge = || server.http.delete(server.at("/queries/q?purge=true"));
     assert_eq!(send(purge(), Some(WRITE)).await.0, 403);
-    let (status, problem, _) = send(purge(), Some(ADMIN)).await;
-    assert_eq!(status, 501);
-    assert_eq!(problem["type"], "urn:liveresults:problem:purge-unsupported");
-    // Nothing changed: the query keeps its sequence and epoch.
+    // Refused: nothing changed, the query keeps its sequence and epoch.
     let (_, info, _) = send(server.http.get(server.at("/queries/q")), Some(READ)).await;
     assert_eq!(
         (info["sequence"].clone(), info["epoch"].clone()),
         (Value::from(1), Value::from(0))
     );
-    let (status, _, _) = send(
-        server.http.delete(server.at("/queries/q?purge=false")),
-        Some(ADMIN),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (status, body, _) = send(purge(), Some(ADMIN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purged"], true);
+    let (status, _, _) = send(server.http.get(server.at("/queries/q")), Some(READ)).await;
+    assert_eq!(status, 404);
     server.stop().await;
 }
