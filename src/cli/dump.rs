@@ -8,7 +8,7 @@ use liveresults_server::render;
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::stats::known;
-use super::store::{with_rocks, DataArgs};
+use super::store::{with_store, DataArgs};
 use super::CliResult;
 
 /// Rows read from the store per chunk.
@@ -26,7 +26,7 @@ pub struct Args {
 /// Streams the snapshot; a closed stdout (`dump | head`) ends it quietly.
 pub async fn run(args: Args) -> CliResult {
     let query = args.query;
-    let result = with_rocks(&args.data.data, |store| async move {
+    let result = with_store(&args.data, |store| async move {
         Ok(write(&*store, &query).await)
     })
     .await?;

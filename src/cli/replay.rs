@@ -8,7 +8,7 @@ use liveresults::runtime::{run_ndjson, Runtime, DEFAULT_MAX_LINE_BYTES};
 use tokio::io::{AsyncBufRead, BufReader};
 
 use super::config::{runtime_config, PipelineArgs};
-use super::store::{DataArgs, Opened};
+use super::store::DataArgs;
 use super::CliResult;
 
 /// Arguments of `replay`.
@@ -34,7 +34,7 @@ pub async fn run(args: Args) -> CliResult {
             .map_err(|e| format!("opening {}: {e}", args.input.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let store = Opened::rocks(&args.data.data).await?;
+    let store = args.data.open().await?;
     let runtime = Runtime::start(store.shared(), config, Vec::new())
         .await
         .map_err(|e| format!("starting the runtime: {e}"))?;

@@ -1,4 +1,5 @@
-//! `liveresults serve`: the HTTP API over a RocksDB (or in-memory) store.
+//! `liveresults serve`: the HTTP API over a RocksDB, Redis (shared by several hosts) or
+//! in-memory store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use super::config::{runtime_config, PipelineArgs};
+use super::hosts::HostArgs;
 use super::store::Opened;
 use super::CliResult;
 
@@ -30,13 +32,15 @@ pub struct Args {
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "memory",
+        required_unless_present_any = ["memory", "redis"],
         conflicts_with = "memory"
     )]
     data: Option<PathBuf>,
     /// Keep everything in memory (lost on exit): for throwaway runs.
     #[arg(long)]
     memory: bool,
+    #[command(flatten)]
+    hosts: HostArgs,
     #[command(flatten)]
     pipeline: PipelineArgs,
     /// Lines per ingest chunk; each chunk is one atomic commit (1 to 1,000,000).
@@ -171,19 +175,22 @@ pub async fn run(args: Args) -> CliResult {
         .tokens(tokens)
         .allowed_hosts(args.allowed_hosts.clone())
         .cors_origins(args.cors_origin.clone());
-    let store = match &args.data {
-        Some(dir) if !args.memory => Opened::rocks(dir).await?,
+    let store = match (&args.data, &args.hosts.redis) {
+        (_, Some(url)) => Opened::redis(url).await?,
+        (Some(dir), None) if !args.memory => Opened::rocks(dir).await?,
         _ => Opened::Memory(Arc::new(MemoryStore::new())),
     };
-    let runtime = Runtime::start(store.shared(), config, Vec::new())
-        .await
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+    // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("reading the bound address: {e}"))?;
+    let config = args.hosts.apply(config, addr)?;
+    let runtime = Runtime::start(store.shared(), config, Vec::new())
+        .await
+        .map_err(|e| format!("starting the runtime: {e}"))?;
     // On stdout, flushed, so a parent process can read the port it got.
     let mut stdout = tokio::io::stdout();
     let line = format!("listening on {addr}\n");

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 
 use liveresults::{QueryInfo, ResultStore};
 
-use super::store::{with_rocks, DataArgs};
+use super::store::{with_store, DataArgs};
 use super::CliResult;
 
 /// Arguments of `stats`.
@@ -44,7 +44,7 @@ fn fit(id: &str, max: usize) -> String {
 /// Prints a table (query, sequence, rows, epoch) or, with `--json`, a JSON array.
 pub async fn run(args: Args) -> CliResult {
     let query = args.query;
-    let infos = with_rocks(&args.data.data, |store| async move {
+    let infos = with_store(&args.data, |store| async move {
         collect(&*store, query.as_deref()).await
     })
     .await?;

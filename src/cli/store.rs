@@ -5,21 +5,44 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use liveresults::{MemoryStore, ResultStore, RocksStore, RocksStoreOptions};
+use liveresults_redis::{RedisStore, RedisStoreOptions};
 
 use super::CliResult;
 
-/// Where the data lives.
+/// Where the data lives: a RocksDB directory, or a Redis server several hosts share.
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
     /// The RocksDB data directory (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "redis",
+        conflicts_with = "redis"
+    )]
+    pub data: Option<PathBuf>,
+    /// A Redis server holding the store (`redis://HOST:PORT`), as `serve --redis` uses it.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+}
+
+impl DataArgs {
+    /// Opens the store these arguments name.
+    pub async fn open(&self) -> CliResult<Opened> {
+        match (&self.data, &self.redis) {
+            (_, Some(url)) => Opened::redis(url).await,
+            (Some(dir), None) => Opened::rocks(dir).await,
+            // clap requires one of them.
+            (None, None) => Err("give --data DIR or --redis URL".to_owned()),
+        }
+    }
 }
 
 /// An open store, with the handle needed to close it cleanly.
 pub enum Opened {
     /// The durable RocksDB store.
     Rocks(RocksStore),
+    /// A Redis store, possibly shared with other hosts.
+    Redis(RedisStore),
     /// A throwaway in-memory store.
     Memory(Arc<MemoryStore>),
 }
@@ -33,10 +56,19 @@ impl Opened {
             .map_err(|e| format!("opening {}: {e}", dir.display()))
     }
 
+    /// Connects to the Redis store at `url`.
+    pub async fn redis(url: &str) -> CliResult<Opened> {
+        RedisStore::connect(url, RedisStoreOptions::new())
+            .await
+            .map(Opened::Redis)
+            .map_err(|e| format!("connecting to {url}: {e}"))
+    }
+
     /// The store as the runtime and the server use it.
     pub fn shared(&self) -> Arc<dyn ResultStore> {
         match self {
             Opened::Rocks(store) => Arc::new(store.clone()),
+            Opened::Redis(store) => Arc::new(store.clone()),
             Opened::Memory(store) => store.clone(),
         }
     }
@@ -48,19 +80,23 @@ impl Opened {
                 .close()
                 .await
                 .map_err(|e| format!("closing the store: {e}")),
+            Opened::Redis(store) => store
+                .close()
+                .await
+                .map_err(|e| format!("closing the Redis store: {e}")),
             Opened::Memory(_) => Ok(()),
         }
     }
 }
 
-/// Opens the RocksDB store in `dir`, runs `work` on it, then closes the store cleanly whatever
+/// Opens the store `data` names, runs `work` on it, then closes the store cleanly whatever
 /// `work` returned (a subcommand's error must not skip the WAL sync and memtable flush).
-pub async fn with_rocks<T, F, Fut>(dir: &Path, work: F) -> CliResult<T>
+pub async fn with_store<T, F, Fut>(data: &DataArgs, work: F) -> CliResult<T>
 where
     F: FnOnce(Arc<dyn ResultStore>) -> Fut,
     Fut: Future<Output = CliResult<T>>,
 {
-    let store = Opened::rocks(dir).await?;
+    let store = data.open().await?;
     let result = work(store.shared()).await;
     store.close().await?;
     result
