@@ -86,7 +86,10 @@ async fn remove_forgets_the_query_everywhere_and_leaves_others_alone() {
         Applied::Committed { sequence: 1 }
     );
     let status = h.status("q").unwrap();
-    assert_eq!((status.epoch, status.sequence, status.row_count), (1, Some(1), 1));
+    assert_eq!(
+        (status.epoch, status.sequence, status.row_count),
+        (1, Some(1), 1)
+    );
     h.reactions_caught_up("q").await.unwrap();
     assert_eq!(view.query("q").rows.len(), 1);
     assert_eq!(view.query("q").epoch, 1);
@@ -135,13 +138,20 @@ async fn events_queued_behind_a_removal_are_refused_not_left_waiting() {
 
     gate.add_permits(1_000);
     let removed = within("the removal", removal).await.unwrap().unwrap();
-    assert_eq!(removed.sequence, Some(4), "the event queued before it was committed");
+    assert_eq!(
+        removed.sequence,
+        Some(4),
+        "the event queued before it was committed"
+    );
     assert_eq!(
         within("the event before", before.wait()).await.unwrap(),
         Applied::Committed { sequence: 4 }
     );
     for (what, result) in [
-        ("the event behind", within("the event behind", behind.wait()).await),
+        (
+            "the event behind",
+            within("the event behind", behind.wait()).await,
+        ),
         (
             "the batch behind",
             within("the batch behind", batch_behind).await.unwrap(),
