@@ -11,9 +11,17 @@
 //! <ns>:{<id>}:checkpoints  hash: reaction id -> checkpoint record
 //! <ns>:{<id>}:trash        set of renamed-away keys a clear has not unlinked yet
 //! <ns>:{<id>}:trash:<token>:<kind>   a renamed-away key, unlinked right after the clear
+//! <ns>:{<id>}:lease        hash with PEXPIRE: holder, address, token of the live lease
+//! <ns>:{<id>}:fence        string: the last fencing token issued (INCR)
 //! <ns>:queries             sorted set, all scores 0: every query id ever committed to
 //! <ns>:format              the store format version
+//! <ns>:writable            string with a short PX, written by `check_writable`'s probe
+//! <ns>:notices             Pub/Sub channel (not a key): commit notices
 //! ```
+//!
+//! The lease and the fence counter are never named by the clear or removal scripts, so they
+//! survive both: fencing tokens must never repeat for a query id (see the `store::lease`
+//! module), and a lease is the owning host's, not the data's.
 //!
 //! Redis takes the hash tag from the first `{` to the first `}` after it, so the id is encoded
 //! to contain neither: `%` becomes `%25`, `{` becomes `%7B` and `}` becomes `%7D`. The encoding
@@ -85,6 +93,16 @@ impl QueryKeys {
         self.key("trash")
     }
 
+    /// The live lease (holder, address, token), expiring by `PEXPIRE`.
+    pub(crate) fn lease(&self) -> String {
+        self.key("lease")
+    }
+
+    /// The fence counter: the last token issued. Never deleted, by anything.
+    pub(crate) fn fence(&self) -> String {
+        self.key("fence")
+    }
+
     /// Where a clear renames the key of `kind` to; `token` makes the name unique per clear.
     pub(crate) fn trash_item(&self, token: &str, kind: &str) -> String {
         format!("{}trash:{token}:{kind}", self.base)
@@ -99,6 +117,16 @@ pub(crate) fn query_index(ns: &str) -> String {
 /// The key holding the store format version.
 pub(crate) fn format_key(ns: &str) -> String {
     format!("{ns}:format")
+}
+
+/// The key `check_writable` writes (with a short expiry) to find out whether writes work.
+pub(crate) fn writable_probe(ns: &str) -> String {
+    format!("{ns}:writable")
+}
+
+/// The Pub/Sub channel commit notices are published on.
+pub(crate) fn notice_channel(ns: &str) -> String {
+    format!("{ns}:notices")
 }
 
 /// Rejects namespaces that would break the hash-tag layout.
@@ -148,6 +176,8 @@ mod tests {
                 keys.checkpoints(),
                 keys.trash(),
                 keys.trash_item("7", "rows"),
+                keys.lease(),
+                keys.fence(),
             ] {
                 assert_eq!(hash_tag(&key), tag, "{key}");
             }

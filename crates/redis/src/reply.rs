@@ -7,13 +7,15 @@ use redis::Value;
 
 use crate::error::permanent;
 use crate::records::u64_be;
-use crate::scripts::{CORRUPT, OK, REGRESSION, UNKNOWN};
+use crate::scripts::{CORRUPT, FENCED, OK, REGRESSION, UNKNOWN};
 
 /// What a commit script answered.
 pub(crate) enum CommitReply {
     Done(CommitReceipt),
     /// Refused; holds the committed sequence.
     Regression(Option<u64>),
+    /// Refused by the fence; holds the live lease's holder and token, if a lease is live.
+    Fenced(Option<(String, u64)>),
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {
@@ -78,6 +80,16 @@ pub(crate) fn commit(query_id: &str, value: &Value) -> Result<CommitReply, Store
             .and_then(sequence)
             .map(CommitReply::Regression)
             .ok_or_else(|| unexpected("commit", value)),
+        (t, [holder, token]) if t == FENCED => {
+            let live = match (bytes(holder), bytes(token)) {
+                (Some(_), Some([])) => Some(None),
+                (Some(holder), Some(_)) => int(token)
+                    .map(|token| Some((String::from_utf8_lossy(holder).into_owned(), token))),
+                _ => None,
+            };
+            live.map(CommitReply::Fenced)
+                .ok_or_else(|| unexpected("commit", value))
+        }
         (t, [detail]) if t == CORRUPT => Err(corrupt(query_id, detail)),
         _ => Err(unexpected("commit", value)),
     }
@@ -177,6 +189,18 @@ mod tests {
             commit("q", &refused),
             Ok(CommitReply::Regression(None))
         ));
+        let fenced = Value::Array(vec![bulk(b"fenced"), bulk(b"host-a"), bulk(b"12")]);
+        assert!(matches!(
+            commit("q", &fenced),
+            Ok(CommitReply::Fenced(Some((h, 12)))) if h == "host-a"
+        ));
+        let unleased = Value::Array(vec![bulk(b"fenced"), bulk(b""), bulk(b"")]);
+        assert!(matches!(
+            commit("q", &unleased),
+            Ok(CommitReply::Fenced(None))
+        ));
+        let garbled = Value::Array(vec![bulk(b"fenced"), bulk(b"a"), bulk(b"x")]);
+        assert!(commit("q", &garbled).is_err());
         let corrupt = Value::Array(vec![bulk(b"corrupt"), bulk(b"why")]);
         assert!(matches!(
             commit("q", &corrupt),

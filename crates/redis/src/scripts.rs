@@ -1,14 +1,17 @@
-//! The Lua scripts that change a query: a commit, a clear and a removal. Each runs atomically on the
-//! server (Redis executes one script at a time) and touches only keys of one query, all named
-//! in `KEYS`, so it works in a Redis Cluster slot too.
+//! The Lua scripts that change a query: a commit, a clear and a removal. Each runs atomically
+//! on the server (Redis executes one script at a time) and touches only keys of one query, all
+//! named in `KEYS`, so it works in a Redis Cluster slot too. The commit, clear and removal
+//! scripts also `PUBLISH` a commit notice (see `store::notices`) as their last step; a
+//! channel is not a key, and a cluster forwards a `PUBLISH` to every node.
 //!
 //! Why all-or-nothing holds although Redis does not roll a script back: every check that can
-//! refuse a commit (sequence regression, a corrupt meta record, counts past 2^53) runs before
-//! the first write, and Redis refuses a writing script for lack of memory before it starts
-//! (`OOM command not allowed`). The only failures left between writes are ones no store this
-//! crate wrote can produce (a foreign value of the wrong type under one of its keys). Redis 7
-//! replicates and appends scripts to the AOF as their effects wrapped in MULTI/EXEC, so
-//! replicas and a restarted server see a commit whole or not at all.
+//! refuse a commit (a fencing token that is not the live lease's, sequence regression, a
+//! corrupt meta record, counts past 2^53) runs before the first write, and Redis refuses a
+//! writing script for lack of memory before it starts (`OOM command not allowed`). The only
+//! failures left between writes are ones no store this crate wrote can produce (a foreign
+//! value of the wrong type under one of its keys). Redis 7 replicates and appends scripts to
+//! the AOF as their effects wrapped in MULTI/EXEC, so replicas and a restarted server see a
+//! commit whole or not at all.
 //!
 //! Numbers: Lua 5.1 has only doubles, exact up to 2^53. Sequences are u64 and may reach
 //! `u64::MAX`, so they never become Lua numbers: they travel and are stored as 8-byte
@@ -27,15 +30,25 @@ pub(crate) const REGRESSION: &[u8] = b"regression";
 pub(crate) const CORRUPT: &[u8] = b"corrupt";
 /// Reply tag of a clear of a query the store does not know.
 pub(crate) const UNKNOWN: &[u8] = b"unknown";
+/// Reply tag of a commit refused by its fencing token: `{"fenced", live holder or "", live
+/// token or ""}`.
+pub(crate) const FENCED: &[u8] = b"fenced";
 
 /// A commit.
 ///
-/// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 snapshot readers.
+/// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 snapshot readers, 6 lease.
 /// ARGV: 1 `"1"` for a sequenced commit else `"0"`, 2 first sequence and 3 last sequence
 /// (8-byte big-endian), 4 payload, 5/6 outbox max entries/bytes, 7/8 change-log max
-/// entries/bytes, 9 number of upserts U, then U (signature, row) pairs, then the signatures to
-/// delete. Signatures are distinct (the client applies last-write-wins first), so one
-/// multi-field `HSET` returns exactly the rows inserted and one `HDEL` the rows deleted.
+/// entries/bytes, 9 number of upserts U, 10 the commit's fencing token in decimal (`""` for
+/// none), 11 the notice channel, 12 the query id, then U (signature, row) pairs, then the
+/// signatures to delete. Signatures are distinct (the client applies last-write-wins first),
+/// so one multi-field `HSET` returns exactly the rows inserted and one `HDEL` the rows deleted.
+///
+/// The fence is checked first, before anything else is read or written (the rule of
+/// `liveresults_core::lease::check_fence`): the token must equal the live lease's, or both
+/// be absent. An expired lease is an absent key (Redis expires it by its own clock). Tokens
+/// are canonical decimal strings on both sides, so string equality is number equality. A
+/// commit that went through publishes its notice (`notices` module) in the same atomic step.
 ///
 /// Reply: `{"ok", row count, inserted, deleted, sequence or ""}`, or a refusal tag.
 const COMMIT: &str = r#"
@@ -58,6 +71,8 @@ local function int(s)
   return n
 end
 local function fmt(n) return string.format('%.0f', n) end
+local live = redis.call('HMGET', KEYS[6], 'holder', 'token')
+if (live[2] or '') ~= ARGV[10] then return {'fenced', live[1] or '', live[2] or ''} end
 local m = redis.call('HMGET', meta, 'seq', 'rows', 'ver', 'obytes', 'lbytes', 'epoch')
 local seq, count, ver, obytes, lbytes, epoch = m[1], int(m[2]), int(m[3]), int(m[4]), int(m[5]), m[6] or '0'
 if seq and #seq ~= 8 then return {'corrupt', 'stored sequence is not 8 bytes'} end
@@ -79,7 +94,7 @@ local upserts = tonumber(ARGV[9])
 if count + upserts >= LIMIT or ver + 1 >= LIMIT then
   return {'corrupt', 'row count or version would pass 2^53'}
 end
-local first_up, last_up = 10, 9 + 2 * upserts
+local first_up, last_up = 13, 12 + 2 * upserts
 local inserted, deleted = 0, 0
 local i = first_up
 while i <= last_up do
@@ -141,13 +156,18 @@ if sequenced then
 end
 redis.call('HSET', meta, 'rows', fmt(count), 'ver', fmt(ver), 'obytes', fmt(obytes),
   'lbytes', fmt(lbytes), 'epoch', epoch)
+local hex = ''
+if seq then hex = string.format(string.rep('%02x', 8), string.byte(seq, 1, 8)) end
+redis.call('PUBLISH', ARGV[11], epoch .. ':' .. hex .. ':' .. ARGV[12])
 return {'ok', count, inserted, deleted, seq or ''}
 "#;
 
 /// A clear.
 ///
 /// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 checkpoints, 6 trash set, 7..10 the names rows,
-/// outbox, log and checkpoints are renamed to.
+/// outbox, log and checkpoints are renamed to. ARGV: 1 the notice channel, 2 the query id.
+/// A clear that happened publishes its notice (new epoch, no sequence). It never touches the
+/// lease or the fence counter.
 ///
 /// Renames are O(1) whatever the size of the key; the caller unlinks the renamed keys after
 /// the script (UNLINK frees them on a background thread). The trash set remembers them so a
@@ -172,6 +192,7 @@ for k = 2, 5 do
 end
 redis.call('HDEL', KEYS[1], 'seq', 'evicted')
 redis.call('HSET', KEYS[1], 'epoch', e, 'rows', '0', 'obytes', '0', 'lbytes', '0')
+redis.call('PUBLISH', ARGV[1], e .. '::' .. ARGV[2])
 return {'ok', e, redis.call('SMEMBERS', KEYS[6])}
 "#;
 
@@ -186,6 +207,9 @@ return {'ok', e, redis.call('SMEMBERS', KEYS[6])}
 ///
 /// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 checkpoints, 6 snapshot readers, 7 trash set,
 /// 8..12 the names rows, outbox, log, checkpoints and snapshot readers are renamed to.
+/// ARGV: 1 the notice channel, 2 the query id. Removing a known query publishes a notice of
+/// what the query now reads as (epoch 0, no sequence); the lease and the fence counter are
+/// never touched, so fencing tokens keep growing if the id is used again.
 ///
 /// For a query without `rows` (unknown, or removed already) only checkpoints saved for it and
 /// readers' registrations are renamed away, and the hash is left as it is.
@@ -212,6 +236,7 @@ end
 if known then
   redis.call('HDEL', KEYS[1], 'seq', 'rows', 'obytes', 'lbytes', 'evicted')
   redis.call('HSET', KEYS[1], 'epoch', next_epoch)
+  redis.call('PUBLISH', ARGV[1], '0::' .. ARGV[2])
 end
 return {known and 'ok' or 'unknown', redis.call('SMEMBERS', KEYS[7])}
 "#;

@@ -1,6 +1,34 @@
-//! Server settings the store cannot work around, checked once at connect.
+//! Server settings and states the store cannot work around: the eviction policy, checked once
+//! at connect, and whether the server accepts writes right now.
 
+use liveresults_core::StoreError;
 use redis::aio::ConnectionManager;
+
+use crate::error::from_redis;
+
+/// How long the writability probe key lives.
+const PROBE_TTL_MS: u64 = 1000;
+
+/// Writes `probe` (a key nothing reads) with a short expiry. The server refuses it exactly
+/// when it refuses commits — `MISCONF` (RDB/AOF writes failing), `OOM` (`maxmemory` reached
+/// under `noeviction`; `SET` is refused under memory pressure like a commit script),
+/// `READONLY` (a replica), `NOREPLICAS` (`min-replicas-to-write` not met) — and the error
+/// carries the server's message. In a cluster it asks the node holding the probe key only.
+pub(crate) async fn probe_writable(
+    con: &mut ConnectionManager,
+    probe: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    let () = redis::cmd("SET")
+        .arg(probe)
+        .arg(value)
+        .arg("PX")
+        .arg(PROBE_TTL_MS)
+        .query_async(con)
+        .await
+        .map_err(from_redis)?;
+    Ok(())
+}
 
 /// Warns when the server may evict keys on its own: an `allkeys-*` policy would silently drop
 /// rows, outbox entries or a meta hash under memory pressure, and the exact count, the

@@ -1,4 +1,5 @@
 //! The store: connection, commits and clears through the scripts, and the plain reads.
+//! Removals, leases and commit notices have their own modules below.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,11 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use liveresults_core::contract_rules::{last_wins, validate_query_id};
+use liveresults_core::lease::{CommitNotice, Leases};
 use liveresults_core::outbox_window::OutboxWindow;
 use liveresults_core::{
     Checkpoint, Commit, CommitReceipt, OutboxEntry, QueryInfo, ResultStore, Snapshot, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::broadcast;
 
 use crate::error::{from_redis, permanent, transient};
 use crate::keys::{self, QueryKeys};
@@ -22,7 +25,11 @@ use crate::scripts::Scripts;
 use crate::server_config;
 use crate::snapshot::{self, Counters, SnapshotStats};
 
+mod lease;
+mod notices;
 mod remove;
+
+use notices::Notices;
 
 /// The store format this build writes and reads (key layout, records, scripts).
 pub const REDIS_FORMAT_VERSION: u32 = 1;
@@ -48,6 +55,10 @@ struct Inner {
     token_counter: AtomicU64,
     closed: AtomicBool,
     snapshots: Counters,
+    /// The Pub/Sub channel the scripts publish commit notices on.
+    notice_channel: String,
+    /// This handle's subscription to that channel.
+    notices: Notices,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -74,7 +85,7 @@ impl RedisStore {
             .set_number_of_retries(options.reconnect_retries)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client, config)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(from_redis)?;
         let format_key = keys::format_key(&options.namespace);
@@ -106,6 +117,14 @@ impl RedisStore {
             }
         }
         server_config::warn_on_eviction(&mut conn).await;
+        let notice_channel = keys::notice_channel(&options.namespace);
+        let notices = Notices::start(
+            client,
+            notice_channel.clone(),
+            options.connection_timeout,
+            options.response_timeout,
+        )
+        .await?;
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -119,15 +138,19 @@ impl RedisStore {
                 token_counter: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 snapshots: Counters::default(),
+                notice_channel,
+                notices,
             }),
         })
     }
 
     /// Flushes (see [`FlushMode`]) and closes this handle: further calls on any clone fail
-    /// with [`StoreError::Closed`]. The connection closes when the last clone is dropped.
+    /// with [`StoreError::Closed`], and commit notice receivers see `Closed`. The connection
+    /// closes when the last clone is dropped.
     pub async fn close(self) -> Result<(), StoreError> {
         let flushed = self.flush().await;
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.notices.stop();
         flushed
     }
 
@@ -249,7 +272,8 @@ impl ResultStore for RedisStore {
             .key(keys.rows())
             .key(keys.outbox())
             .key(keys.log())
-            .key(keys.snapshots());
+            .key(keys.snapshots())
+            .key(keys.lease());
         let (first, last) = commit.sequence.map_or(([0u8; 8], [0u8; 8]), |s| {
             (s.first.to_be_bytes(), s.last.to_be_bytes())
         });
@@ -262,7 +286,10 @@ impl ResultStore for RedisStore {
             .arg(options.outbox_retention.max_bytes)
             .arg(options.change_log_retention.max_entries.max(1))
             .arg(options.change_log_retention.max_bytes)
-            .arg(upserts.len());
+            .arg(upserts.len())
+            .arg(commit.fence.map_or_else(String::new, |t| t.to_string()))
+            .arg(&self.inner.notice_channel)
+            .arg(query_id);
         for m in &upserts {
             invocation
                 .arg(&m.row_signature.to_be_bytes()[..])
@@ -285,6 +312,11 @@ impl ResultStore for RedisStore {
                     first: u64::from_be_bytes(first),
                     last: u64::from_be_bytes(last),
                 },
+            }),
+            CommitReply::Fenced(live) => Err(StoreError::Fenced {
+                query_id: query_id.to_owned(),
+                fence: commit.fence,
+                live,
             }),
         }
     }
@@ -313,6 +345,7 @@ impl ResultStore for RedisStore {
         for kind in ["rows", "outbox", "log", "checkpoints"] {
             invocation.key(keys.trash_item(&token, kind));
         }
+        invocation.arg(&self.inner.notice_channel).arg(query_id);
         let value: redis::Value = invocation
             .invoke_async(&mut con)
             .await
@@ -530,6 +563,25 @@ impl ResultStore for RedisStore {
             }
         }
         Ok(())
+    }
+
+    /// A real write the server refuses exactly when it refuses commits (see
+    /// `server_config::probe_writable`).
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut con = self.conn()?;
+        let probe = keys::writable_probe(&self.inner.options.namespace);
+        server_config::probe_writable(&mut con, &probe, &self.inner.token_prefix).await
+    }
+
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+
+    /// Notices from every handle on this namespace, through this handle's Pub/Sub
+    /// subscription. A notice with an empty query id means the subscription was lost and
+    /// restored: notices may have been missed (see the `notices` module).
+    fn commit_notices(&self) -> Option<broadcast::Receiver<CommitNotice>> {
+        Some(self.inner.notices.receiver())
     }
 }
 

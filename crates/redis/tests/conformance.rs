@@ -50,6 +50,7 @@ impl Harness for RedisHarness {
 }
 
 liveresults_core::conformance_suite!(RedisHarness::new());
+liveresults_core::lease_suite!(RedisHarness::new());
 
 #[test]
 fn redis_store_matches_the_model() {

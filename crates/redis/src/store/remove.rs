@@ -39,6 +39,7 @@ impl RedisStore {
         for kind in KINDS {
             invocation.key(keys.trash_item(&token, kind));
         }
+        invocation.arg(&self.inner.notice_channel).arg(query_id);
         let value: redis::Value = invocation
             .invoke_async(&mut con)
             .await
