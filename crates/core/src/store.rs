@@ -133,8 +133,14 @@ pub trait ResultStore: Send + Sync {
     /// A subscription to the commits and clears of every query, from every host sharing the
     /// store (this one included), so readers on any host wake when a query changes. `None`
     /// for stores only one process writes: that process's runtime knows its own commits.
-    /// A lagging receiver loses notices (`RecvError::Lagged`) and must assume every query
-    /// may have changed.
+    ///
+    /// A receiver must assume every query may have changed when notices were lost, which it
+    /// learns in one of two ways: it lagged (`RecvError::Lagged`), or it received the
+    /// **lost-notices marker**, a notice whose `query_id` is empty (no query has that id). A
+    /// backend whose notices travel over a connection (Redis Pub/Sub) sends the marker once
+    /// the connection dropped and its subscription is back: what was published in between is
+    /// gone, and since the marker follows the restored subscription, re-reading then misses
+    /// nothing. `RecvError::Closed` means the store was closed or dropped.
     fn commit_notices(&self) -> Option<broadcast::Receiver<CommitNotice>> {
         None
     }

@@ -29,6 +29,11 @@ pub(crate) fn spawn_follower(
                 return;
             };
             match received {
+                // The store's lost-notices marker (see `ResultStore::commit_notices`).
+                Ok(notice) if notice.query_id.is_empty() => {
+                    tracing::warn!("commit notices lost: waking every change-feed reader");
+                    context.registry.wake_all();
+                }
                 Ok(notice) => {
                     let position = Position {
                         epoch: notice.epoch,
