@@ -13,12 +13,14 @@
 //! The keys are listed in the `keys` module: a meta hash (sequence, exact row count, epoch,
 //! commit version, outbox bytes, evicted-through), a rows hash (field = 8-byte big-endian
 //! signature), the outbox as a sorted set ordered by sequence, reaction checkpoints in a hash,
-//! and a change log that exists only while snapshots are read. One index key lists every query
-//! id, ordered by id.
+//! and a change log that exists only while snapshots are read; for hosts sharing the store, a
+//! lease hash (expiring on the server's clock) and a fence counter that nothing ever deletes.
+//! One index key lists every query id, ordered by id.
 //!
 //! The store talks to one server (or a proxy in front of a cluster) through one multiplexed,
-//! self-reconnecting connection. The key layout is ready for Redis Cluster — every script and
-//! every MULTI/EXEC touches one slot — but a cluster-routing client is not wired in yet.
+//! self-reconnecting connection, plus one Pub/Sub connection per handle for commit notices.
+//! The key layout is ready for Redis Cluster — every script and every MULTI/EXEC touches one
+//! slot — but a cluster-routing client is not wired in yet.
 //!
 //! # Guarantees and how
 //!
@@ -54,6 +56,20 @@
 //! - **Durability** is the server's: see [`FlushMode`] for what `flush` waits for (a round
 //!   trip, `WAIT` for replicas, or `WAITAOF`) and which server settings make an acknowledged
 //!   commit survive a power loss (`appendonly yes` + `appendfsync always`).
+//! - **Leases with fencing tokens** ([`Leases`]): a lease is a hash with `PEXPIRE`, so it
+//!   expires on the server's clock; acquire, renew and release are small atomic scripts, and
+//!   tokens come from `INCR` of a per-query counter that clears and removals never touch, so
+//!   a token never repeats for a query id. The commit script checks the commit's fencing
+//!   token against the live lease before anything else: a fenced commit writes nothing and
+//!   fails with `StoreError::Fenced` naming the live holder (the `store::lease` module).
+//! - **Commit notices across hosts** ([`ResultStore::commit_notices`]): commits, clears and
+//!   removals `PUBLISH` a compact notice from inside their script; each handle's background
+//!   task reads them on a dedicated Pub/Sub connection, reconnects with backoff when it
+//!   drops, and then sends the lost-notices marker (an empty query id), since Pub/Sub does not
+//!   keep what was published meanwhile. The task stops when the handle is closed or dropped.
+//! - **Readiness** (`check_writable`): a real write of a probe key with a 1 s expiry, so a
+//!   server refusing writes (`MISCONF`, `OOM`, `READONLY`, `NOREPLICAS`) makes it fail with
+//!   the server's message.
 //!
 //! # Commands it needs
 //!
@@ -64,19 +80,24 @@
 //! - Scripting: `EVALSHA`, `EVAL`, `SCRIPT LOAD`; inside the scripts `HMGET`, `HGET`, `HSET`
 //!   (several field/value pairs), `HDEL` (several fields), `HLEN`, `HEXISTS`, `EXISTS`, `TIME`,
 //!   `ZADD` (with `XX`), `ZCARD`, `ZCOUNT`, `ZSCORE`, `ZPOPMIN`, `ZREMRANGEBYSCORE`, `RENAME`,
-//!   `SADD`, `SMEMBERS`, `UNLINK`.
+//!   `SADD`, `SMEMBERS`, `UNLINK`, and for leases and notices `INCR`, `DEL`, `PEXPIRE`,
+//!   `PTTL`, `PUBLISH`.
 //! - From the client: `MULTI`/`EXEC`, `HMGET`, `HGET`, `HSET`, `HDEL`, `HSCAN` (with `COUNT`),
 //!   `ZADD NX`, `ZREM`, `ZRANGE` (by index), `ZRANGEBYLEX` and `ZRANGEBYSCORE` (with
-//!   `LIMIT`), `SET NX`, `GET`, `UNLINK`, `SREM`, `PING`, `CONFIG GET` (optional, for the
-//!   eviction-policy warning); `WAIT` or `WAITAOF`
+//!   `LIMIT`), `SET NX`, `SET … PX` (the writability probe), `GET`, `UNLINK`, `SREM`, `PTTL`,
+//!   `PING`, `CONFIG GET` (optional, for the eviction-policy warning); `WAIT` or `WAITAOF`
 //!   (Redis 7.2+) only when [`FlushMode`] asks for them.
+//! - On the Pub/Sub connection: `SUBSCRIBE` and `PING` (in subscribed mode).
 //!
-//! Garnet's API-compatibility list names every command above as implemented except `WAIT`
-//! and `WAITAOF` (use [`FlushMode::RoundTrip`] there, and start Garnet with Lua enabled).
-//! Neither Garnet nor Valkey is tested here: how their Lua runs these scripts (`TIME` before
-//! writes, `unpack`) is unverified.
+//! Garnet's API-compatibility list named every command of the store before leases and commit
+//! notices as implemented except `WAIT` and `WAITAOF` (use [`FlushMode::RoundTrip`] there, and
+//! start Garnet with Lua enabled); the lease and notice commands have not been checked
+//! against it. Neither Garnet nor Valkey is tested here: how their Lua runs these scripts
+//! (`TIME` before writes, `unpack`, `PUBLISH` from a script) is unverified.
 //!
 //! [`ResultStore`]: liveresults_core::ResultStore
+//! [`ResultStore::commit_notices`]: liveresults_core::ResultStore::commit_notices
+//! [`Leases`]: liveresults_core::lease::Leases
 
 mod error;
 mod keys;
