@@ -109,7 +109,7 @@ impl StreamSource {
                 .map(|s| s.dead_letter_stream())
                 .collect(),
             names,
-            waited_for_others: true,
+            waited_for_others: false,
             retry: RETRY_MIN,
         };
         let outcome = loop {
@@ -519,8 +519,6 @@ impl Run<'_> {
             return Ok(());
         }
         let pending = self.handle.submit_tracked(event).await.map_err(refused)?;
-        self.inflight.ack(index, entry.id.clone());
-        self.inflight.ack(index, entry.id.clone());
         self.inflight.push(index, entry.id, pending);
         Ok(())
     }

@@ -211,7 +211,8 @@ pub async fn entries(
     conn: &mut MultiplexedConnection,
     stream: &str,
 ) -> Vec<(String, BTreeMap<String, String>)> {
-    let raw: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Raw = (String, Vec<(Vec<u8>, Vec<u8>)>);
+    let raw: Vec<Raw> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
