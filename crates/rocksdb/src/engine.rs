@@ -39,8 +39,16 @@ pub(crate) const FORMAT_KEY: &[u8] = b"liveresults.format_version";
 /// Key the writability probe deletes: empty, so no query's key (a non-empty length-prefixed
 /// id) can equal it.
 const PROBE_KEY: &[u8] = b"";
-/// The on-disk format this build writes and reads (keys, records and column families).
-pub const STORE_FORMAT_VERSION: u32 = 1;
+/// The newest on-disk format this build reads and writes (keys, records, column families).
+///
+/// Version 2 is version 1 plus removed-query markers in the `meta` column family. A store is
+/// created at [`STORE_FORMAT_BASE_VERSION`] and becomes version 2 in the batch of its first
+/// `remove_query`: a build that knows only version 1 would misread a marker (and re-create a
+/// removed id at epoch 0, making stale change-feed offsets look valid), so it must refuse the
+/// store instead, while stores that never removed a query stay readable by it.
+pub const STORE_FORMAT_VERSION: u32 = 2;
+/// The format a new store is created at, and the oldest this build reads.
+pub const STORE_FORMAT_BASE_VERSION: u32 = 1;
 
 /// The open database plus per-query state.
 pub(crate) struct Engine {
@@ -570,7 +578,7 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
                 )
             })?;
             let found = u32::from_be_bytes(bytes);
-            if found != STORE_FORMAT_VERSION {
+            if !(STORE_FORMAT_BASE_VERSION..=STORE_FORMAT_VERSION).contains(&found) {
                 return Err(StoreError::UnsupportedFormat {
                     found,
                     supported: STORE_FORMAT_VERSION,
@@ -581,7 +589,7 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
         None => {
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
-            db.put_opt(FORMAT_KEY, STORE_FORMAT_VERSION.to_be_bytes(), &opts)
+            db.put_opt(FORMAT_KEY, STORE_FORMAT_BASE_VERSION.to_be_bytes(), &opts)
                 .map_err(|e| from_rocksdb(e, path))
         }
     }

@@ -44,7 +44,7 @@ mod state;
 mod store;
 mod verify;
 
-pub use engine::STORE_FORMAT_VERSION;
+pub use engine::{STORE_FORMAT_BASE_VERSION, STORE_FORMAT_VERSION};
 pub use options::RocksStoreOptions;
 pub use store::RocksStore;
 pub use verify::{

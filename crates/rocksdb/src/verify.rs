@@ -47,7 +47,7 @@ use rocksdb::{
 
 pub use report::{Column, Finding, KeyDisplay, Problem, Record, VerifyReport};
 
-use crate::engine::{FORMAT_KEY, STORE_FORMAT_VERSION};
+use crate::engine::{FORMAT_KEY, STORE_FORMAT_BASE_VERSION, STORE_FORMAT_VERSION};
 use crate::error::from_rocksdb;
 use crate::keys::{self, QueryPrefix};
 use crate::options::RocksStoreOptions;
@@ -329,7 +329,7 @@ impl<'a> Verifier<'a> {
             Some(Ok(bytes)) => {
                 let found = u32::from_be_bytes(bytes);
                 self.report.format_version = Some(found);
-                if found != STORE_FORMAT_VERSION {
+                if !(STORE_FORMAT_BASE_VERSION..=STORE_FORMAT_VERSION).contains(&found) {
                     let supported = STORE_FORMAT_VERSION;
                     self.push(None, Problem::UnsupportedFormat { found, supported });
                     return Ok(false);

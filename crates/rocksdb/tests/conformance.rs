@@ -124,7 +124,7 @@ async fn unknown_format_version_is_refused() {
             err,
             StoreError::UnsupportedFormat {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"

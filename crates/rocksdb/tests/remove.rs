@@ -36,6 +36,13 @@ fn records_of(dir: &Path, cf: &str, query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// The bytes of the format-version record (`default` column family).
+fn format_record(dir: &Path) -> Vec<u8> {
+    let names = ["rows", "outbox", "meta", "checkpoints"];
+    let db = DB::open_cf_for_read_only(&Options::default(), dir, names, false).unwrap();
+    db.get(b"liveresults.format_version").unwrap().unwrap()
+}
+
 async fn open(dir: &Path) -> RocksStore {
     RocksStore::open(dir, RocksStoreOptions::new())
         .await
@@ -46,6 +53,11 @@ async fn open(dir: &Path) -> RocksStore {
 fn a_removal_leaves_only_the_marker_and_a_recreation_deletes_it() {
     let dir = tempfile::tempdir().unwrap();
     write_store(dir.path());
+    assert_eq!(
+        format_record(dir.path()),
+        1u32.to_be_bytes(),
+        "created at format 1"
+    );
     block_on(async {
         let store = open(dir.path()).await;
         store.clear_query("orders").await.unwrap(); // epoch 1
@@ -63,6 +75,9 @@ fn a_removal_leaves_only_the_marker_and_a_recreation_deletes_it() {
         assert!(records_of(dir.path(), cf, "orders").is_empty(), "{cf}");
     }
     assert_eq!(records_of(dir.path(), "rows", "users").len(), 1);
+    // The removal's batch also raised the format record to 2 (stores with markers), so a
+    // build that knows only format 1 refuses the store instead of misreading the marker.
+    assert_eq!(format_record(dir.path()), 2u32.to_be_bytes());
     let report = verify(dir.path(), None).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.queries, 1);

@@ -19,7 +19,9 @@ use liveresults_core::signature_set::SignatureSet;
 use liveresults_core::StoreError;
 use rocksdb::WriteBatch;
 
-use super::{poisoned, Engine, CF_CHECKPOINTS, CF_META, CF_OUTBOX, CF_ROWS};
+use super::{
+    poisoned, Engine, CF_CHECKPOINTS, CF_META, CF_OUTBOX, CF_ROWS, FORMAT_KEY, STORE_FORMAT_VERSION,
+};
 use crate::keys::QueryPrefix;
 use crate::state::SignatureIndex;
 
@@ -46,6 +48,8 @@ impl Engine {
             batch.delete_range_cf(self.cf(cf)?, start, &end);
         }
         let meta_cf = self.cf(CF_META)?;
+        // Markers need format 2: older builds must refuse this store from now on.
+        batch.put(FORMAT_KEY, STORE_FORMAT_VERSION.to_be_bytes());
         batch.delete_cf(meta_cf, start);
         batch.put_cf(
             meta_cf,

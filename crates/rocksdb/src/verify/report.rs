@@ -273,7 +273,7 @@ impl fmt::Display for Problem {
         match self {
             Problem::UnsupportedFormat { found, supported } => write!(
                 f,
-                "format version {found} is not supported (this build reads {supported}); no record was checked"
+                "format version {found} is not supported (this build reads 1 to {supported}); no record was checked"
             ),
             Problem::BadFormatRecord { detail } => write!(f, "format record: {detail}"),
             Problem::MissingColumnFamily { name } => {
