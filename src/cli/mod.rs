@@ -3,6 +3,7 @@
 
 mod clear;
 mod config;
+mod consume;
 mod dump;
 mod hosts;
 mod replay;
@@ -35,6 +36,8 @@ enum Command {
     Serve(serve::Args),
     /// Feed NDJSON events (a file, or - for stdin) through the runtime into a store.
     Replay(replay::Args),
+    /// Consume Drasi result events from Redis Streams (a consumer group) into a store.
+    Consume(consume::Args),
     /// Show the sequence, row count and epoch of one query or of every query.
     Stats(stats::Args),
     /// Write a query's snapshot as NDJSON on stdout.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         let result = match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Dump(args) => dump::run(args).await,
             Command::Clear(args) => clear::run(args).await,

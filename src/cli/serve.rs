@@ -103,7 +103,7 @@ pub struct Args {
 }
 
 /// A clap parser for a `usize` between `min` and `max`, saying the range when refused.
-fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+pub(super) fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
     move |text: &str| {
         let value: usize = text
             .parse()
@@ -139,7 +139,7 @@ async fn tokens(file: Option<&PathBuf>) -> Result<Tokens, String> {
 const TOKENS_VAR: &str = "LIVERESULTS_TOKENS";
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
