@@ -3,7 +3,8 @@
 //! ```text
 //! { "kind": "change", "queryId": "q1", "sequence": 7, "sourceTimeMs": 1735689600000,
 //!   "addedResults":   [ {row}, ... ],
-//!   "updatedResults": [ { "before": {row}, "after": {row}, "groupingKeys": ["k"] (optional) } ],
+//!   "updatedResults": [ { "before": {row} (optional), "after": {row},
+//!                         "groupingKeys": ["k"] (optional) } ],
 //!   "deletedResults": [ {row}, ... ],
 //!   "metadata": { ... } (optional) }
 //!
@@ -14,6 +15,12 @@
 //!
 //! Platform rows carry no signature; [`super::Diff::mutations`] computes one. A missing or
 //! `null` result list counts as empty, and `sourceTimeMs` may be absent.
+//!
+//! Drasi's platform leaves `before` out of the updates of aggregating queries (the aggregate
+//! is named by its `groupingKeys`). Such an update becomes a [`Diff::Aggregation`] without a
+//! previous value: an upsert under the grouping-key signature, which replaces the aggregate's
+//! old row. Without `before` *and* without `groupingKeys` nothing names the previous row, so
+//! the update can only upsert `after` under its own signature.
 //!
 //! The three lists of a change event become one ordered diff list: **deleted, then updated,
 //! then added**. A row an event both deletes and adds is in the result set after the event,
@@ -131,10 +138,9 @@ pub fn parse_platform_event(mut object: JsonMap<String, Json>) -> Result<Event, 
 /// One `updatedResults` entry.
 fn parse_update(json: Json, path: &Path<'_>) -> Result<Diff, FormatError> {
     let mut object = into_object(json, path)?;
-    let before = into_row(
-        take_required(&mut object, path, "before")?,
-        &path.field("before"),
-    )?;
+    let before = take(&mut object, "before")
+        .map(|json| into_row(json, &path.field("before")))
+        .transpose()?;
     let after = into_row(
         take_required(&mut object, path, "after")?,
         &path.field("after"),
@@ -142,11 +148,19 @@ fn parse_update(json: Json, path: &Path<'_>) -> Result<Diff, FormatError> {
     let grouping_keys = take(&mut object, "groupingKeys")
         .map(|json| into_columns(json, &path.field("groupingKeys")))
         .transpose()?;
-    Ok(Diff::Update {
-        before,
-        after,
-        grouping_keys,
-        signature: None,
+    Ok(match before {
+        Some(before) => Diff::Update {
+            before,
+            after,
+            grouping_keys,
+            signature: None,
+        },
+        None => Diff::Aggregation {
+            before: None,
+            after,
+            grouping_keys,
+            signature: None,
+        },
     })
 }
 

@@ -261,6 +261,47 @@ fn platform_change_every_list() {
     );
 }
 
+/// Drasi's platform omits `before` on aggregation updates: the grouping keys name the
+/// aggregate, so the update replaces its row with one upsert under that signature.
+#[test]
+fn platform_update_without_before_upserts_the_aggregate() {
+    let line = r#"{"kind":"change","queryId":"q","sequence":3,"updatedResults":[{"after":{"floor":1,"avg":20.5},"groupingKeys":["floor"]},{"before":null,"after":{"room":"x"}}]}"#;
+    let event = parse_ndjson_line(1, line).unwrap_or_else(|err| panic!("{err}"));
+    let change = batch(&event);
+    let (aggregate, room) = (v(r#"{"floor":1,"avg":20.5}"#), v(r#"{"room":"x"}"#));
+    assert_eq!(
+        change.diffs,
+        vec![
+            Diff::Aggregation {
+                before: None,
+                after: aggregate.clone(),
+                grouping_keys: Some(vec!["floor".to_owned()]),
+                signature: None,
+            },
+            Diff::Aggregation {
+                before: None,
+                after: room.clone(),
+                grouping_keys: None,
+                signature: None,
+            },
+        ]
+    );
+    let floor = KeyColumns::Columns(vec!["floor".to_owned()]);
+    assert_eq!(
+        ops(&change.diffs, &KeyColumns::WholeRow),
+        vec![
+            RowOp::Upsert {
+                signature: row_signature(&aggregate, &floor),
+                row: &aggregate
+            },
+            RowOp::Upsert {
+                signature: whole(&room),
+                row: &room
+            },
+        ]
+    );
+}
+
 #[test]
 fn platform_control_every_signal() {
     let events = fixture_events();
