@@ -89,6 +89,11 @@
 //!   (Redis 7.2+) only when [`FlushMode`] asks for them.
 //! - On the Pub/Sub connection: `SUBSCRIBE` and `PING` (in subscribed mode).
 //!
+//! With ACLs, the store's user also needs the notice channel (`&<ns>:notices`, e.g.
+//! `&lr:notices`): Redis 7 gives new ACL users no channels (`acl-pubsub-default
+//! resetchannels`), and then every commit script fails ("can't publish to the channel") and
+//! `connect` cannot subscribe.
+//!
 //! Garnet's API-compatibility list named every command of the store before leases and commit
 //! notices as implemented except `WAIT` and `WAITAOF` (use [`FlushMode::RoundTrip`] there, and
 //! start Garnet with Lua enabled); the lease and notice commands have not been checked
