@@ -47,5 +47,11 @@ fi
 if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server "needed by the liveresults-redis tests"
 fi
+# The PostgreSQL store's tests start their own server from /usr/lib/postgresql/<major>/bin
+# (not on PATH), or from LIVERESULTS_PG_BIN.
+if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && [ -z "${LIVERESULTS_PG_BIN:-}" ] \
+  && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  apt_install postgresql "needed by the liveresults-postgres tests"
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
 mkdir -p "$CARGO_TARGET_DIR"
