@@ -10,6 +10,7 @@ mod replay;
 mod serve;
 mod stats;
 mod store;
+mod streams;
 mod verify;
 
 use std::process::ExitCode;

@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_CHANGES_MAX_BYTES,
           value_parser = in_range(1 << 10, 1 << 30))]
     changes_max_bytes: usize,
-    /// Longest wait of a change-feed long-poll before it answers 204, in seconds (0 to 3600).
+    /// Longest wait of a long-poll (change feeds and /v1/stream reads) before it answers 204,
+    /// in seconds (0 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     long_poll_timeout_secs: u64,
@@ -180,6 +181,8 @@ pub async fn run(args: Args) -> CliResult {
         (Some(dir), None) if !args.memory => Opened::rocks(dir).await?,
         _ => Opened::Memory(Arc::new(MemoryStore::new())),
     };
+    let long_poll = Duration::from_secs(args.long_poll_timeout_secs);
+    let streams = super::streams::open(args.data.as_deref(), long_poll).await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -221,13 +224,16 @@ pub async fn run(args: Args) -> CliResult {
         .max_connections(args.max_connections)
         .max_queries(args.max_queries)
         .max_query_id_bytes(args.max_query_id_bytes)
-        .security(security);
+        .security(security)
+        .streams(streams.clone());
     let served = liveresults_server::serve(listener, state, shutdown_signal()).await;
     let stopped = runtime.shutdown().await;
     let closed = store.close().await;
+    let streams_closed = streams.close().await;
     served.map_err(|e| format!("serving: {e}"))?;
     stopped.map_err(|e| format!("stopping the runtime: {e}"))?;
     closed?;
+    streams_closed.map_err(|e| format!("closing the streams store: {e}"))?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

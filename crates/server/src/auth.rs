@@ -1,7 +1,8 @@
 //! Access control: bearer tokens with roles, the Host check, the cross-origin check and the
 //! Content-Type check on ingest — everything that decides whether a request reaches a handler.
 //!
-//! Roles are ordered: `read` (every GET) < `write` (`POST /queries/{id}/events`) < `admin`
+//! Roles are ordered: `read` (every GET) < `write` (`POST /queries/{id}/events`, and every
+//! Durable Streams write under `/v1/stream/`) < `admin`
 //! (`DELETE /queries/{id}`, `POST /queries/{id}/resume` and any other non-GET route). They are
 //! decided here by method and path, so a handler added later is admin-only until it is listed
 //! here. `/healthz` and `/readyz` stay open for probes.
@@ -207,6 +208,9 @@ fn required_role(method: &Method, path: &str) -> Role {
         Role::Read
     } else if method == Method::POST && path.starts_with("/queries/") && path.ends_with("/events") {
         Role::Write
+    } else if path.starts_with("/v1/stream/") {
+        // Durable Streams: create, append, close and delete all write.
+        Role::Write
     } else {
         Role::Admin
     }
@@ -327,7 +331,9 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
             );
         }
     }
-    let open = matches!(path, "/healthz" | "/readyz");
+    // CORS preflights carry no token (browsers never send one with them).
+    let preflight = method == Method::OPTIONS && path.starts_with("/v1/stream/");
+    let open = matches!(path, "/healthz" | "/readyz") || preflight;
     if security.requires_tokens() && !open {
         let needed = required_role(method, path);
         let Some(presented) = bearer(headers) else {
@@ -351,7 +357,8 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
             );
         }
     }
-    if required_role(method, path) == Role::Write && !is_ingest_type(headers) {
+    let ingest = method == Method::POST && path.starts_with("/queries/");
+    if ingest && required_role(method, path) == Role::Write && !is_ingest_type(headers) {
         let mut response = problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -425,6 +432,9 @@ mod tests {
             Role::Admin
         );
         assert_eq!(required_role(&Method::DELETE, "/queries/q"), Role::Admin);
+        assert_eq!(required_role(&Method::GET, "/v1/stream/s"), Role::Read);
+        assert_eq!(required_role(&Method::PUT, "/v1/stream/s"), Role::Write);
+        assert_eq!(required_role(&Method::DELETE, "/v1/stream/s"), Role::Write);
     }
 
     #[test]

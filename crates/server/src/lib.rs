@@ -20,6 +20,7 @@
 //! | `GET /metrics` | [`metrics`] |
 //! | `POST /queries/{id}/resume` | [`queries`] |
 //! | `GET /healthz`, `GET /readyz` | [`health`] |
+//! | `PUT`/`POST`/`GET`/`HEAD`/`DELETE /v1/stream/{name}` | [`streams`] (Durable Streams) |
 
 pub mod auth;
 pub mod changes;
@@ -54,6 +55,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Role, Security, TokenError, Tokens};
 pub use counters::ServerMetrics;
 pub use error::ApiError;
+pub use liveresults_streams as streams;
 pub use offset::{Offset, Start};
 pub use state::{
     AppState, DEFAULT_CHANGES_MAX_BYTES, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_LINES,
@@ -76,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/queries/{id}/resume", post(queries::resume))
         .route("/queries/{id}/snapshot", get(snapshot::snapshot))
         .route("/queries/{id}/changes", get(changes::changes))
+        .merge(stream_routes(&state))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::admit,
@@ -97,6 +100,15 @@ pub fn app(state: AppState) -> Router {
     router.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
+/// The Durable Streams routes when the state has a streams service (their live readers end
+/// with the server's shutdown signal).
+fn stream_routes(state: &AppState) -> Router<AppState> {
+    match &state.inner.streams {
+        Some(streams) => streams::router(streams.clone(), state.shutdown_token()),
+        None => Router::new(),
+    }
+}
+
 /// The CORS layer for the configured origins, or `None` (no CORS headers at all) without.
 fn cors(security: &Security) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = (security.cors_origins.iter())
@@ -105,17 +117,25 @@ fn cors(security: &Security) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let exposed = [
-        changes::STREAM_NEXT_OFFSET,
-        changes::STREAM_UP_TO_DATE,
-        changes::STREAM_CURSOR,
+    // The change feed's headers are among the streams' (the same protocol).
+    let names = |names: &[&str]| -> Vec<header::HeaderName> {
+        (names.iter())
+            .filter_map(|n| header::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect()
+    };
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
     ];
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-            .expose_headers(exposed),
+            .allow_methods(methods)
+            .allow_headers(names(&streams::http::CORS_REQUEST_HEADERS))
+            .expose_headers(names(&streams::http::CORS_RESPONSE_HEADERS)),
     )
 }
 

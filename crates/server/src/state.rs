@@ -54,6 +54,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) security: Arc<Security>,
     pub(crate) limits: Limits,
+    pub(crate) streams: Option<liveresults_streams::Streams>,
 }
 
 /// What the handlers share. Cheap to clone; setters take `self` so a configuration reads as
@@ -86,6 +87,7 @@ impl AppState {
                 metrics: Arc::default(),
                 security: Arc::default(),
                 limits: Limits::default(),
+                streams: None,
             }),
         }
     }
@@ -209,6 +211,13 @@ impl AppState {
     pub fn max_query_id_bytes(self, bytes: usize) -> Self {
         let bytes = bytes.clamp(1, liveresults_core::rules::MAX_QUERY_ID_BYTES);
         self.edit(|i| i.limits.max_query_id_bytes = bytes)
+    }
+
+    /// Serves Durable Streams at `/v1/stream/{name}` from `streams` (default: none, so those
+    /// paths answer 404).
+    #[must_use]
+    pub fn streams(self, streams: liveresults_streams::Streams) -> Self {
+        self.edit(|i| i.streams = Some(streams))
     }
 
     /// Uses `token` as the shutdown signal (default: a fresh one; `serve` cancels it).

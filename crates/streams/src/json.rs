@@ -1,0 +1,113 @@
+//! JSON mode (`application/json` streams): an append's body is validated and flattened one
+//! array level into messages, stored as one record — the messages' texts joined by `,` — so a
+//! read renders any run of records as `[` + records joined by `,` + `]` without parsing them
+//! again, and message boundaries survive (the protocol's §9.1).
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::error::StreamError;
+
+/// The record of a JSON-mode body: its messages joined by `,`, or `None` for an empty array
+/// (which a create accepts and an append refuses).
+pub fn record(body: &[u8]) -> Result<Option<Bytes>, StreamError> {
+    let invalid =
+        |e: serde_json::Error| StreamError::BadRequest(format!("the body is not valid JSON: {e}"));
+    let text = std::str::from_utf8(body)
+        .map_err(|_| StreamError::BadRequest("the body is not valid UTF-8 JSON".into()))?;
+    let value: &RawValue = serde_json::from_str(text).map_err(invalid)?;
+    let value = value.get().trim_matches(|c: char| c.is_ascii_whitespace());
+    if !value.starts_with('[') {
+        return Ok(Some(Bytes::copy_from_slice(value.as_bytes())));
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(value).map_err(invalid)?;
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let len = items.iter().map(|i| i.get().len() + 1).sum::<usize>();
+    let mut joined = Vec::with_capacity(len);
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(item.get().as_bytes());
+    }
+    Ok(Some(Bytes::from(joined)))
+}
+
+/// The byte length, within `record`, of its first `count` messages (without the comma after
+/// them); `None` when the record holds fewer messages or is not a stored JSON record.
+pub fn prefix_len(record: &[u8], count: u64) -> Option<u64> {
+    if count == 0 {
+        return Some(0);
+    }
+    let text = std::str::from_utf8(record).ok()?;
+    let array = format!("[{text}]");
+    let items: Vec<&RawValue> = serde_json::from_str(&array).ok()?;
+    let count = usize::try_from(count).ok()?;
+    if count > items.len() {
+        return None;
+    }
+    // Stored records join the messages' exact texts with single commas.
+    let len: usize = items[..count].iter().map(|i| i.get().len()).sum::<usize>() + (count - 1);
+    Some(len as u64)
+}
+
+/// Renders records of a JSON stream as one array.
+pub fn render(parts: &[Bytes]) -> Bytes {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (n, part) in parts.iter().filter(|p| !p.is_empty()).enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(body: &str) -> Option<String> {
+        record(body.as_bytes())
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    #[test]
+    fn flattens_exactly_one_level() {
+        assert_eq!(rec(r#" {"a": 1} "#).as_deref(), Some(r#"{"a": 1}"#));
+        assert_eq!(
+            rec(r#"[{"a":1}, {"b":2}]"#).as_deref(),
+            Some(r#"{"a":1},{"b":2}"#)
+        );
+        assert_eq!(rec("[[1,2],[3,4]]").as_deref(), Some("[1,2],[3,4]"));
+        assert_eq!(rec("[[[1,2,3]]]").as_deref(), Some("[[1,2,3]]"));
+        assert_eq!(rec("42").as_deref(), Some("42"));
+        assert_eq!(rec("[]"), None);
+        assert!(record(b"{ invalid json }").is_err());
+        assert!(record(b"[1,]").is_err());
+        assert!(record(b"1 2").is_err());
+    }
+
+    #[test]
+    fn prefixes_and_rendering() {
+        let stored = record(br#"[{"a":1}, "x,y", [1,2]]"#)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        assert_eq!(prefix_len(&stored, 0), Some(0));
+        assert_eq!(prefix_len(&stored, 1), Some(7));
+        assert_eq!(prefix_len(&stored, 2), Some(13));
+        assert_eq!(prefix_len(&stored, 3), Some(stored.len() as u64));
+        assert_eq!(prefix_len(&stored, 4), None);
+        let rendered = render(&[stored.slice(..7), Bytes::from_static(b"2")]);
+        assert_eq!(&rendered[..], br#"[{"a":1},2]"#);
+        assert_eq!(&render(&[])[..], b"[]");
+    }
+}

@@ -1,0 +1,97 @@
+//! The storage contract of Durable Streams: what a backend must keep and what it must do
+//! atomically. The protocol's rules (producers, sequences, closure, forks, expiry) live once,
+//! in the engine; a backend only stores and returns bytes.
+//!
+//! A backend holds, per stream name, a [`StreamMeta`]; per stream id, its records (each the
+//! payload of one append, keyed by the position of its first byte) and its producers' states;
+//! and the next stream id to hand out. Every change is one [`WriteSet`] applied atomically —
+//! an append's records, the stream's new meta and the producer's new state become durable
+//! together or not at all, so a crash can neither keep an append while forgetting that the
+//! producer sent it (a retry would duplicate it) nor the reverse (a retry would be dropped).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::meta::{ProducerState, StreamMeta};
+
+/// A storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, full disk, …); the operation did not happen.
+    #[error("stream store: {0}")]
+    Backend(String),
+    /// A stored record cannot be read back.
+    #[error("stream store is corrupt: {0}")]
+    Corrupt(String),
+    /// The store was closed.
+    #[error("stream store is closed")]
+    Closed,
+}
+
+/// Everything a backend holds about streams, read once when the engine starts.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every stream (soft-deleted ones included), by name.
+    pub streams: Vec<(String, StreamMeta)>,
+    /// The next unused stream id.
+    pub next_id: u64,
+}
+
+/// One record of a stream: the payload of one append, starting at `start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Position of the record's first byte.
+    pub start: u64,
+    /// The bytes (JSON mode: the append's messages joined by `,`).
+    pub bytes: Bytes,
+}
+
+impl Record {
+    /// Position after the record's last byte.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.bytes.len() as u64)
+    }
+}
+
+/// One atomic change.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// Metas to put (`Some`) or delete (`None`), by stream name.
+    pub metas: Vec<(String, Option<StreamMeta>)>,
+    /// Records to put: stream id and record.
+    pub records: Vec<(u64, Record)>,
+    /// Producer states to put: stream id, producer id, state.
+    pub producers: Vec<(u64, String, ProducerState)>,
+    /// Stream ids whose records and producer states are all deleted.
+    pub drop_streams: Vec<u64>,
+    /// The new next stream id, when ids were handed out.
+    pub next_id: Option<u64>,
+}
+
+/// A durable home for streams. Implementations must be safe to call concurrently; the engine
+/// never sends two writes for one stream at once.
+#[async_trait]
+pub trait StreamStore: Send + Sync + 'static {
+    /// Every stream's meta and the next id.
+    async fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// The state of `producer` on stream `id`, if it has written there.
+    async fn producer(&self, id: u64, producer: &str) -> Result<Option<ProducerState>, StoreError>;
+
+    /// Applies `set` atomically (and durably, for a durable backend) before returning.
+    async fn write(&self, set: WriteSet) -> Result<(), StoreError>;
+
+    /// Records of stream `id` that hold bytes of `[from, to)`, in order: the one containing
+    /// `from` (if any), then the following ones starting before `to`. Stops after the record
+    /// that brings the total past `max_bytes` (so at least one is returned when any exists).
+    async fn read(
+        &self,
+        id: u64,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// Makes every acknowledged write durable and releases the backend.
+    async fn close(&self) -> Result<(), StoreError>;
+}
