@@ -53,5 +53,12 @@ if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && [ -z "${LIVERESULTS_PG_BIN:-}" ]
   && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   apt_install postgresql "needed by the liveresults-postgres tests"
 fi
+# The Durable Streams conformance suite (tests/durable_streams.rs) runs under Node.
+if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ]; then
+  command -v node >/dev/null 2>&1 || apt_install nodejs "needed by the Durable Streams conformance suite"
+  command -v npm >/dev/null 2>&1 || apt_install npm "needed by the Durable Streams conformance suite"
+  source "$(dirname "${BASH_SOURCE[0]}")/lib/node.sh"
+  node_suite_install "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${LIVERESULTS_TARGET_DIR:-/var/tmp/liveresults-target}}"
 mkdir -p "$CARGO_TARGET_DIR"

@@ -1,0 +1,185 @@
+//! The official Durable Streams server conformance suite
+//! (`@durable-streams/server-conformance-tests`, pinned in tests/durable_streams/package.json)
+//! against the real `liveresults serve` binary over a RocksDB data directory, with bearer
+//! tokens required (the suite sends a write-role token with every request).
+//!
+//! `scripts/setup.sh` (with `LIVERESULTS_TEST_SERVICES=1`, as `scripts/test.sh` and CI run it)
+//! installs the npm packages once per lockfile and links them in as
+//! tests/durable_streams/node_modules; without them this test fails saying so, never skips.
+//!
+//! The suite's failures are compared with tests/durable_streams/known_failures.txt (one test
+//! name per line, each with the reason above it): a failure not listed fails this test, and so
+//! does a listed test that now passes, so the list always says exactly what does not conform.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The long-poll timeout the server gets, in seconds: the suite waits for a few long-polls to
+/// time out inside vitest's per-test timeout.
+const LONG_POLL_SECS: &str = "1";
+
+/// The tokens the server requires: the suite sends the write one (which also reads); the read
+/// one shows that stream writes need the write role.
+const WRITE_TOKEN: &str = "write-token-for-the-conformance-suite";
+const READ_TOKEN: &str = "read-token-for-the-conformance-suite";
+
+/// The status of `method url` with an optional bearer token.
+fn status(method: reqwest::Method, url: &str, token: Option<&str>) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .request(method, url)
+            .header("content-type", "text/plain");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request").status().as_u16()
+    })
+}
+
+/// One test's outcome, as the vitest JSON reporter writes it.
+struct Outcome {
+    name: String,
+    status: String,
+    first_failure: String,
+}
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/durable_streams")
+}
+
+/// The known failures: non-empty lines that are not `#` comments.
+fn known_failures(dir: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(dir.join("known_failures.txt")).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every test of the JSON report, named `Describe > Nested > test title`.
+fn outcomes(report: &serde_json::Value) -> Vec<Outcome> {
+    let files = report["testResults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let tests = files.iter().flat_map(|file| {
+        file["assertionResults"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    });
+    tests
+        .map(|test| {
+            let mut parts: Vec<String> = test["ancestorTitles"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            parts.push(test["title"].as_str().unwrap_or_default().to_owned());
+            let first_failure = test["failureMessages"][0]
+                .as_str()
+                .and_then(|m| m.lines().next())
+                .unwrap_or_default()
+                .to_owned();
+            Outcome {
+                name: parts.join(" > "),
+                status: test["status"].as_str().unwrap_or_default().to_owned(),
+                first_failure,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn official_conformance_suite() {
+    let dir = suite_dir();
+    let vitest = dir.join("node_modules/vitest/vitest.mjs");
+    assert!(
+        vitest.exists(),
+        "{} is missing: run `LIVERESULTS_TEST_SERVICES=1 source scripts/setup.sh` (scripts/test.sh \
+         does) to install the conformance suite's npm packages",
+        vitest.display()
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = support::serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_liveresults"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(["--long-poll-timeout-secs", LONG_POLL_SECS])
+            .env(
+                "LIVERESULTS_TOKENS",
+                format!("write:{WRITE_TOKEN},read:{READ_TOKEN}"),
+            )
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit()),
+    );
+    // Streams use the server's access control: no token 401, the read role may not write.
+    let url = format!("{}/v1/stream/access-check", server.url);
+    assert_eq!(status(reqwest::Method::PUT, &url, None), 401);
+    assert_eq!(status(reqwest::Method::PUT, &url, Some(READ_TOKEN)), 403);
+    assert_eq!(status(reqwest::Method::GET, &url, Some(READ_TOKEN)), 404);
+    let report_path = data.path().join("vitest-report.json");
+    let status = Command::new("node")
+        .arg(&vitest)
+        .args(["run", "--reporter=json", "--outputFile"])
+        .arg(&report_path)
+        .current_dir(&dir)
+        .env("LIVERESULTS_DS_URL", &server.url)
+        .env("LIVERESULTS_DS_TOKEN", WRITE_TOKEN)
+        .env("LIVERESULTS_DS_LONG_POLL_MS", "1000")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run node (install Node.js 20 or later)");
+    drop(server);
+    let report = std::fs::read_to_string(&report_path)
+        .unwrap_or_else(|e| panic!("vitest wrote no report ({status}): {e}"));
+    let report: serde_json::Value = serde_json::from_str(&report).expect("vitest JSON report");
+    let outcomes = outcomes(&report);
+    assert!(!outcomes.is_empty(), "the suite ran no tests ({status})");
+
+    let known = known_failures(&dir);
+    let failed: BTreeSet<&str> = (outcomes.iter())
+        .filter(|o| o.status == "failed")
+        .map(|o| o.name.as_str())
+        .collect();
+    let passed = outcomes.iter().filter(|o| o.status == "passed").count();
+    let skipped = outcomes.len() - passed - failed.len();
+    eprintln!(
+        "Durable Streams conformance: {passed} passed, {} failed ({} known), {skipped} skipped, \
+         {} total",
+        failed.len(),
+        known.len(),
+        outcomes.len()
+    );
+    let unexpected: Vec<&Outcome> = (outcomes.iter())
+        .filter(|o| o.status == "failed" && !known.contains(&o.name))
+        .collect();
+    for o in &unexpected {
+        eprintln!("FAILED: {}\n    {}", o.name, o.first_failure);
+    }
+    let fixed: Vec<&String> = known
+        .iter()
+        .filter(|k| !failed.contains(k.as_str()))
+        .collect();
+    for name in &fixed {
+        eprintln!("listed in known_failures.txt but did not fail: {name}");
+    }
+    assert!(
+        unexpected.is_empty() && fixed.is_empty(),
+        "{} unexpected failures, {} known failures that no longer fail (update \
+         tests/durable_streams/known_failures.txt)",
+        unexpected.len(),
+        fixed.len()
+    );
+}
