@@ -142,7 +142,11 @@ impl SnapshotChunks for PgChunks {
         let Some(client) = self.client.as_ref() else {
             return Ok(None);
         };
-        let rows = match client.query(&self.fetch, &[]).await {
+        let fetched = match client.prepare_cached(&self.fetch).await {
+            Ok(statement) => client.query(&statement, &[]).await,
+            Err(err) => Err(err),
+        };
+        let rows = match fetched {
             Ok(rows) => rows,
             Err(err) => {
                 self.abandon();

@@ -21,6 +21,9 @@ pub(crate) struct Sql {
     /// `flush`: the probe write in a transaction committed with `synchronous_commit = on`.
     pub flush: String,
     pub snapshot_meta: String,
+    /// No `ORDER BY` (the contract promises no order): the planner may then read a large
+    /// query in heap order (a sequential or bitmap scan), about three times faster than
+    /// walking the primary key for a million rows.
     pub snapshot_cursor: String,
     pub acquire: String,
     pub renew: String,
@@ -82,7 +85,7 @@ impl Sql {
             ),
             snapshot_cursor: format!(
                 "DECLARE liveresults_snapshot NO SCROLL CURSOR FOR \
-                 SELECT sig, data FROM {s}.rows WHERE qid = $1 AND epoch = $2 ORDER BY sig"
+                 SELECT sig, data FROM {s}.rows WHERE qid = $1 AND epoch = $2"
             ),
             acquire: format!("SELECT * FROM {s}.acquire_lease($1, $2, $3, $4)"),
             renew: format!(
