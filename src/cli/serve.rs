@@ -1,5 +1,5 @@
-//! `liveresults serve`: the HTTP API over a RocksDB, Redis (shared by several hosts) or
-//! in-memory store.
+//! `liveresults serve`: the HTTP API over a RocksDB, Redis or PostgreSQL (both shared by
+//! several hosts) or in-memory store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present_any = ["memory", "redis"],
+        required_unless_present_any = ["memory", "redis", "postgres"],
         conflicts_with = "memory"
     )]
     data: Option<PathBuf>,
@@ -176,9 +176,10 @@ pub async fn run(args: Args) -> CliResult {
         .tokens(tokens)
         .allowed_hosts(args.allowed_hosts.clone())
         .cors_origins(args.cors_origin.clone());
-    let store = match (&args.data, &args.hosts.redis) {
-        (_, Some(url)) => Opened::redis(url).await?,
-        (Some(dir), None) if !args.memory => Opened::rocks(dir).await?,
+    let store = match (&args.data, &args.hosts.redis, &args.hosts.postgres) {
+        (_, _, Some(url)) => Opened::postgres(url).await?,
+        (_, Some(url), None) => Opened::redis(url).await?,
+        (Some(dir), None, None) if !args.memory => Opened::rocks(dir).await?,
         _ => Opened::Memory(Arc::new(MemoryStore::new())),
     };
     let long_poll = Duration::from_secs(args.long_poll_timeout_secs);

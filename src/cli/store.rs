@@ -5,34 +5,41 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use liveresults::{MemoryStore, ResultStore, RocksStore, RocksStoreOptions};
+use liveresults_postgres::{PgStore, PgStoreOptions};
 use liveresults_redis::{RedisStore, RedisStoreOptions};
 
 use super::CliResult;
 
-/// Where the data lives: a RocksDB directory, or a Redis server several hosts share.
+/// Where the data lives: a RocksDB directory, or a Redis server or PostgreSQL database several
+/// hosts share.
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
     /// The RocksDB data directory (created if missing).
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "redis",
-        conflicts_with = "redis"
+        required_unless_present_any = ["redis", "postgres"],
+        conflicts_with_all = ["redis", "postgres"]
     )]
     pub data: Option<PathBuf>,
     /// A Redis server holding the store (`redis://HOST:PORT`), as `serve --redis` uses it.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "postgres")]
     pub redis: Option<String>,
+    /// A PostgreSQL database holding the store (`postgres://USER@HOST/DB`, schema
+    /// `liveresults`), as `serve --postgres` uses it.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 impl DataArgs {
     /// Opens the store these arguments name.
     pub async fn open(&self) -> CliResult<Opened> {
-        match (&self.data, &self.redis) {
-            (_, Some(url)) => Opened::redis(url).await,
-            (Some(dir), None) => Opened::rocks(dir).await,
+        match (&self.data, &self.redis, &self.postgres) {
+            (_, _, Some(url)) => Opened::postgres(url).await,
+            (_, Some(url), None) => Opened::redis(url).await,
+            (Some(dir), None, None) => Opened::rocks(dir).await,
             // clap requires one of them.
-            (None, None) => Err("give --data DIR or --redis URL".to_owned()),
+            (None, None, None) => Err("give --data DIR, --redis URL or --postgres URL".to_owned()),
         }
     }
 }
@@ -43,6 +50,8 @@ pub enum Opened {
     Rocks(RocksStore),
     /// A Redis store, possibly shared with other hosts.
     Redis(RedisStore),
+    /// A PostgreSQL store, possibly shared with other hosts.
+    Postgres(PgStore),
     /// A throwaway in-memory store.
     Memory(Arc<MemoryStore>),
 }
@@ -64,11 +73,20 @@ impl Opened {
             .map_err(|e| format!("connecting to {url}: {e}"))
     }
 
+    /// Connects to the PostgreSQL store at `url` (creating or migrating its schema).
+    pub async fn postgres(url: &str) -> CliResult<Opened> {
+        PgStore::connect(url, PgStoreOptions::new())
+            .await
+            .map(Opened::Postgres)
+            .map_err(|e| format!("connecting to PostgreSQL: {e}"))
+    }
+
     /// The store as the runtime and the server use it.
     pub fn shared(&self) -> Arc<dyn ResultStore> {
         match self {
             Opened::Rocks(store) => Arc::new(store.clone()),
             Opened::Redis(store) => Arc::new(store.clone()),
+            Opened::Postgres(store) => Arc::new(store.clone()),
             Opened::Memory(store) => store.clone(),
         }
     }
@@ -84,6 +102,10 @@ impl Opened {
                 .close()
                 .await
                 .map_err(|e| format!("closing the Redis store: {e}")),
+            Opened::Postgres(store) => store
+                .close()
+                .await
+                .map_err(|e| format!("closing the PostgreSQL store: {e}")),
             Opened::Memory(_) => Ok(()),
         }
     }
