@@ -65,11 +65,17 @@ impl PgServer {
 
     fn start_inner(durable: bool) -> PgServer {
         let bin = find_bin();
+        let user = server_user();
+        // As root the server runs as nobody, who must reach the directory: /tmp, not a
+        // TMPDIR under root's home.
+        let parent = match user {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
         let dir = tempfile::Builder::new()
             .prefix("liveresults-pg-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temp dir for PostgreSQL");
-        let user = server_user();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .expect("chown the PostgreSQL temp dir to nobody");

@@ -264,3 +264,34 @@ async fn abandoned_and_idle_snapshots_let_go() {
     assert!(err.is_transient(), "{err}");
     assert_eq!(s.row_count("q").await.unwrap(), 99);
 }
+
+/// When the listening connection dies (here: terminated by the server), the handle
+/// reconnects and delivers the lost-notices marker, then notices flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_listener_reconnects_and_sends_the_marker() {
+    let schema = unique_schema();
+    let s = connect(&schema).await;
+    let mut notices = s.commit_notices().unwrap();
+    let client = s.pool().get().await.unwrap();
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query = $1 AND pid <> pg_backend_pid()",
+            &[&format!("LISTEN \"{schema}_notices\"")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listening connection per handle");
+    let marker = tokio::time::timeout(Duration::from_secs(30), notices.recv())
+        .await
+        .expect("a marker within 30 s")
+        .unwrap();
+    assert_eq!(marker.query_id, "", "{marker:?}");
+    commit_at(&s, "q", 4, &[]).await;
+    let notice = tokio::time::timeout(Duration::from_secs(30), notices.recv())
+        .await
+        .expect("a notice within 30 s")
+        .unwrap();
+    assert_eq!((notice.query_id.as_str(), notice.sequence), ("q", Some(4)));
+}
