@@ -2,10 +2,11 @@
 //! read by the `reply` module. Errors carry the command and the stream, for the source to
 //! classify (retry the transient ones, recreate a vanished group, stop on the rest).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::Value;
+use redis::{Script, Value};
 
 use crate::config::millis;
 use crate::error::StreamSourceError;
@@ -144,10 +145,18 @@ impl Commands {
         Ok(())
     }
 
-    /// Moves an entry to `dead_letter`: one MULTI/EXEC with an XADD of the entry (its fields
-    /// after `deadletter-*` fields saying where it came from and why) and the XACK of the
-    /// original, so the entry is either moved or still pending, never lost and never both.
-    /// (In a Redis Cluster the two streams would have to share a hash slot for this.)
+    /// Moves an entry to `dead_letter`: the entry (its fields after `deadletter-*` fields
+    /// saying where it came from and why) is added there, and the original acknowledged only
+    /// once that succeeded, so the entry is either moved or still pending, never lost.
+    ///
+    /// Both happen in one script ([`DEAD_LETTER`]): an error of the `XADD` (the dead-letter
+    /// key holds something that is not a stream, memory is full) aborts the script before the
+    /// `XACK`. A MULTI/EXEC would not do: Redis runs every queued command even when one fails
+    /// at EXEC time, so the `XACK` would drop an entry the `XADD` never stored. An entry with
+    /// more fields than a script can take as arguments is moved by an `XADD` and then, only if
+    /// it succeeded, an `XACK`: a crash between them leaves it in both places (it is
+    /// dead-lettered again when redelivered), still never lost.
+    /// (In a Redis Cluster the two streams would have to share a hash slot for the script.)
     pub async fn dead_letter(
         &mut self,
         stream: &str,
@@ -156,33 +165,55 @@ impl Commands {
         fields: &[(Vec<u8>, Vec<u8>)],
         reason: &str,
     ) -> Result<(), StreamSourceError> {
+        let origin: [(&str, &str); 5] = [
+            ("deadletter-stream", stream),
+            ("deadletter-id", id),
+            ("deadletter-reason", reason),
+            ("deadletter-group", &self.group),
+            ("deadletter-consumer", &self.consumer),
+        ];
+        if fields.len() <= MAX_SCRIPT_FIELDS {
+            let mut invocation = DEAD_LETTER_SCRIPT.key(stream);
+            invocation.key(dead_letter).arg(&self.group).arg(id);
+            for (field, value) in origin {
+                invocation.arg(field).arg(value);
+            }
+            for (field, value) in fields {
+                invocation.arg(field.as_slice()).arg(value.as_slice());
+            }
+            let _: Value = invocation
+                .invoke_async(&mut self.conn)
+                .await
+                .map_err(redis_error("XADD+XACK (dead letter)", stream))?;
+            return Ok(());
+        }
         let mut xadd = redis::cmd("XADD");
-        xadd.arg(dead_letter)
-            .arg("*")
-            .arg("deadletter-stream")
-            .arg(stream)
-            .arg("deadletter-id")
-            .arg(id)
-            .arg("deadletter-reason")
-            .arg(reason)
-            .arg("deadletter-group")
-            .arg(&self.group)
-            .arg("deadletter-consumer")
-            .arg(&self.consumer);
+        xadd.arg(dead_letter).arg("*");
+        for (field, value) in origin {
+            xadd.arg(field).arg(value);
+        }
         for (field, value) in fields {
             xadd.arg(field.as_slice()).arg(value.as_slice());
         }
-        let mut xack = redis::cmd("XACK");
-        xack.arg(stream).arg(&self.group).arg(id);
-        let _: Value = redis::pipe()
-            .atomic()
-            .add_command(xadd)
-            .ignore()
-            .add_command(xack)
-            .ignore()
+        let _: Value = xadd
             .query_async(&mut self.conn)
             .await
             .map_err(redis_error("XADD (dead letter)", stream))?;
-        Ok(())
+        self.ack(stream, &[id.to_owned()]).await
     }
 }
+
+/// Adds an entry to the dead-letter stream, then acknowledges the original; an error of the
+/// `XADD` ends the script before the `XACK`.
+///
+/// KEYS: 1 the stream, 2 its dead-letter stream. ARGV: 1 group, 2 id, 3… fields and values.
+const DEAD_LETTER: &str = r"
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+";
+
+static DEAD_LETTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD_LETTER));
+
+/// Most fields of an entry moved by the script: Lua's `unpack` fails past about 8000 values
+/// (its C stack), and each field is two.
+const MAX_SCRIPT_FIELDS: usize = 3000;

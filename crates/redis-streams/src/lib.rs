@@ -31,10 +31,12 @@
 //! - **Malformed entries do not wedge the group.** An entry that is not an event (not JSON, a
 //!   malformed event, larger than `max_entry_bytes`, an envelope without JSON data, an event
 //!   of another query than the stream's) is logged (a warning), counted
-//!   ([`StreamReport::dead_lettered`]) and moved to `<stream>-deadletter`: one MULTI/EXEC adds
-//!   it there (its fields, after `deadletter-stream`, `deadletter-id`, `deadletter-reason`,
-//!   `deadletter-group` and `deadletter-consumer`) and acknowledges the original, so it is
-//!   never dropped silently and never in both places. The entries after it go on.
+//!   ([`StreamReport::dead_lettered`]) and moved to `<stream>-deadletter`: one script adds it
+//!   there (its fields, after `deadletter-stream`, `deadletter-id`, `deadletter-reason`,
+//!   `deadletter-group` and `deadletter-consumer`) and then acknowledges the original; a failed
+//!   add (the key is not a stream, memory is full) ends the script before the acknowledgement,
+//!   so the entry stays pending and the run ends with the error. (Not MULTI/EXEC: Redis runs
+//!   the rest of a transaction after a command fails in it.) The entries after it go on.
 //! - **Dead consumers' entries are claimed.** At start, and then every `claim_every`,
 //!   entries pending for at least `claim_idle` with any consumer are claimed (`XAUTOCLAIM`).
 //!   At start the source first waits (at most `claim_idle`) for the oldest entries pending

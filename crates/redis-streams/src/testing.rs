@@ -243,3 +243,24 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The ids of the entries of `stream` pending in `group`, oldest first, with the consumer
+/// holding each and how many times each was delivered.
+pub async fn pending_entries(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Vec<(String, String, u64)> {
+    let raw: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query_async(conn)
+        .await
+        .expect("XPENDING");
+    raw.into_iter()
+        .map(|(id, consumer, _idle, deliveries)| (id, consumer, deliveries))
+        .collect()
+}

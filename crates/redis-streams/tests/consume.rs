@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use liveresults_redis_streams::testing::{
-    connect, entries, envelope, platform, publish, workload, xadd, RedisServer,
+    connect, entries, envelope, pending_entries, platform, publish, workload, xadd, RedisServer,
 };
 use liveresults_redis_streams::{decode_json, StreamSpec};
 use liveresults_runtime::testing::whole_sig;
@@ -227,4 +227,79 @@ async fn wait_until_past(handle: &liveresults_runtime::RuntimeHandle, query: &st
         async move { at.is_some_and(|s| s >= sequence) }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_stored_stays_pending_and_is_reported() {
+    let server = RedisServer::start();
+    let mut conn = connect(&server).await;
+    let (_store, runtime) = memory_runtime().await;
+    let handle = runtime.handle();
+    let stream = "q-results";
+    // The dead-letter key holds a string: every XADD to it fails with WRONGTYPE.
+    let _: () = redis::cmd("SET")
+        .arg(&["q-results-deadletter", "not a stream"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let event = |seq: u64| platform("q", seq, &[json!({"id": seq})], &[], &[]).to_string();
+    xadd(&mut conn, stream, "data", &event(1)).await;
+    let bad = xadd(&mut conn, stream, "data", "not json").await;
+    xadd(&mut conn, stream, "data", &event(2)).await;
+    let running = spawn(
+        &server,
+        config(vec![StreamSpec::drasi_query("q")], "c"),
+        &handle,
+    );
+    let err = tokio::time::timeout(PATIENCE, running.wait())
+        .await
+        .expect("the run ends")
+        .expect_err("a dead letter that cannot be stored ends the run");
+    let text = err.to_string();
+    assert!(text.contains("WRONGTYPE"), "{text}");
+    assert!(text.contains("dead letter"), "{text}");
+    let pending = pending_entries(&mut conn, stream, GROUP).await;
+    assert!(
+        pending.iter().any(|(id, _, _)| *id == bad),
+        "the entry stays pending: {pending:?}"
+    );
+    assert_eq!(handle.status("q").and_then(|s| s.sequence), Some(1));
+    runtime.shutdown().await.expect("runtime shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_with_thousands_of_fields_are_dead_lettered_whole() {
+    let server = RedisServer::start();
+    let mut conn = connect(&server).await;
+    let (_store, runtime) = memory_runtime().await;
+    let handle = runtime.handle();
+    let stream = "q-results";
+    let event = platform("q", 1, &[json!({"id": 1})], &[], &[]).to_string();
+    // No `data` field: 3000 fields go through the script, 3001 through XADD then XACK.
+    let mut ids = Vec::new();
+    for n in [3000usize, 3001] {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for i in 0..n {
+            cmd.arg(format!("f{i}")).arg(i);
+        }
+        ids.push(cmd.query_async::<String>(&mut conn).await.unwrap());
+    }
+    xadd(&mut conn, stream, "data", &event).await;
+    let running = spawn(
+        &server,
+        config(vec![StreamSpec::drasi_query("q")], "c"),
+        &handle,
+    );
+    wait_committed(&handle, &mut conn, stream, "q", 1).await;
+    let report = running.stop().await.expect("a clean stop");
+    assert_eq!(report.dead_lettered, 2, "{report:?}");
+    let dead = entries(&mut conn, "q-results-deadletter").await;
+    assert_eq!(dead.len(), 2);
+    for ((_, fields), (id, n)) in dead.iter().zip(ids.iter().zip([3000usize, 3001])) {
+        assert_eq!(&fields["deadletter-id"], id);
+        assert_eq!(fields.len(), n + 5, "every field kept");
+        assert_eq!(fields[&format!("f{}", n - 1)], (n - 1).to_string());
+    }
+    runtime.shutdown().await.expect("runtime shutdown");
 }

@@ -68,6 +68,11 @@ pub fn spawn(server: &RedisServer, config: StreamSourceConfig, handle: &RuntimeH
 }
 
 impl Running {
+    /// Waits for the run to end by itself.
+    pub async fn wait(self) -> Result<StreamReport, StreamSourceError> {
+        self.task.await.expect("the source task does not panic")
+    }
+
     /// Signals shutdown and returns how the run ended.
     pub async fn stop(self) -> Result<StreamReport, StreamSourceError> {
         let _ = self.stop.send(());
