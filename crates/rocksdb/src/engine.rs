@@ -2,17 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use liveresults_core::codec::records::{self, MetaRecord};
-use liveresults_core::contract_rules::{
-    check_sequence, next_epoch, next_row_count, validate_reaction_id,
-};
+use liveresults_core::contract_rules::{next_epoch, validate_reaction_id};
 use liveresults_core::outbox_window::OutboxWindow;
 use liveresults_core::signature_set::SignatureSet;
-use liveresults_core::{
-    Checkpoint, CommitReceipt, ErrorClass, OutboxEntry, QueryInfo, SequenceSpan, StoreError,
-};
+use liveresults_core::{Checkpoint, ErrorClass, OutboxEntry, QueryInfo, SequenceSpan, StoreError};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, ReadOptions, WriteBatch,
     WriteOptions, DB,
@@ -21,8 +17,9 @@ use rocksdb::{
 use crate::error::from_rocksdb;
 use crate::keys::{self, QueryPrefix};
 use crate::options::{RocksStoreOptions, INDEX_BYTES_PER_ROW};
-use crate::owned::OwnedCommit;
 use crate::state::{IndexBudget, QueryHandle, QueryState, SignatureIndex};
+pub(crate) use group::GroupCommit;
+use index::Indexer;
 
 /// Column family of the rows.
 pub(crate) const CF_ROWS: &str = "rows";
@@ -58,6 +55,11 @@ pub(crate) struct Engine {
     pub(crate) options: RocksStoreOptions,
     queries: RwLock<HashMap<String, Arc<QueryHandle>>>,
     budget: IndexBudget,
+    /// Builds large queries' signature indexes in the background (see the `index` module).
+    indexer: Indexer,
+    /// This engine, for the threads it starts: they hold it weakly, so dropping the last
+    /// store handle still closes the database (a strong reference only while they work).
+    me: Weak<Engine>,
 }
 
 fn poisoned<T>(_: PoisonError<T>) -> StoreError {
@@ -69,7 +71,7 @@ fn poisoned<T>(_: PoisonError<T>) -> StoreError {
 }
 
 impl Engine {
-    pub(crate) fn open(path: &Path, options: RocksStoreOptions) -> Result<Engine, StoreError> {
+    pub(crate) fn open(path: &Path, options: RocksStoreOptions) -> Result<Arc<Engine>, StoreError> {
         let shown = path.display().to_string();
         let cf_opts = options.cf_options();
         // The default family is named too: left out, RocksDB opens it with its own 64 MiB
@@ -85,14 +87,16 @@ impl Engine {
         write_options.set_sync(options.sync_commits);
         write_options.disable_wal(false);
         let budget = IndexBudget::new(options.signature_index_bytes / INDEX_BYTES_PER_ROW);
-        Ok(Engine {
+        Ok(Arc::new_cyclic(|me| Engine {
             db,
             path: shown,
             write_options,
             options,
             queries: RwLock::default(),
             budget,
-        })
+            indexer: Indexer::default(),
+            me: me.clone(),
+        }))
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
@@ -214,181 +218,6 @@ impl Engine {
         Ok(window)
     }
 
-    /// Builds the signature index with a key-only scan, if the budget allows.
-    fn load_index(&self, handle: &QueryHandle, state: &mut QueryState) -> Result<(), StoreError> {
-        if !self.budget.try_reserve(state.meta.row_count) {
-            state.index = SignatureIndex::OverBudget;
-            return Ok(());
-        }
-        let mut set = SignatureSet::default();
-        set.reserve(usize::try_from(state.meta.row_count).unwrap_or(0));
-        let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(handle.prefix.successor());
-        read.fill_cache(false);
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_ROWS)?, read);
-        iter.seek(handle.prefix.as_bytes());
-        while let Some(key) = iter.key() {
-            let sig = keys::split_key(key)
-                .and_then(|(_, rest)| keys::u64_suffix(rest))
-                .ok_or_else(|| StoreError::corrupt_key("row", &handle.query_id, key))?;
-            set.insert(sig);
-            iter.next();
-        }
-        iter.status().map_err(|e| self.rocks(e))?;
-        if set.len() as u64 != state.meta.row_count {
-            self.budget.release(state.meta.row_count);
-            return Err(StoreError::corrupt_meta(
-                &handle.query_id,
-                format_args!(
-                    "row count {} but {} rows stored",
-                    state.meta.row_count,
-                    set.len()
-                ),
-            ));
-        }
-        state.index = SignatureIndex::Loaded(set);
-        Ok(())
-    }
-
-    /// Which of the commit's signatures exist now, from the index or one batched read.
-    fn existence(
-        &self,
-        handle: &QueryHandle,
-        state: &QueryState,
-        commit: &OwnedCommit,
-    ) -> Result<Vec<bool>, StoreError> {
-        match &state.index {
-            SignatureIndex::Loaded(set) => {
-                Ok(commit.ops().map(|(sig, _)| set.contains(&sig)).collect())
-            }
-            _ => {
-                let cf = self.cf(CF_ROWS)?;
-                let keys: Vec<_> = commit
-                    .ops()
-                    .map(|(sig, _)| handle.prefix.with_u64(sig))
-                    .collect();
-                self.db
-                    .batched_multi_get_cf(cf, &keys, false)
-                    .into_iter()
-                    .map(|r| r.map(|v| v.is_some()).map_err(|e| self.rocks(e)))
-                    .collect()
-            }
-        }
-    }
-
-    pub(crate) fn commit(
-        &self,
-        query_id: &str,
-        commit: &OwnedCommit,
-    ) -> Result<CommitReceipt, StoreError> {
-        let handle = self.writer_handle(query_id)?;
-        let mut state = handle.state.lock().map_err(poisoned)?;
-        if let Some(span) = commit.sequence {
-            check_sequence(query_id, state.meta.sequence, span)?;
-        }
-        if matches!(state.index, SignatureIndex::Unloaded) {
-            self.load_index(&handle, &mut state)?;
-        }
-        let exists = self.existence(&handle, &state, commit)?;
-
-        let rows_cf = self.cf(CF_ROWS)?;
-        let mut batch = WriteBatch::default();
-        let mut key = handle.prefix.with_u64(0);
-        let (mut inserted, mut deleted) = (0u64, 0u64);
-        for ((sig, data), &existed) in commit.ops().zip(&exists) {
-            handle.prefix.set_u64(&mut key, sig);
-            match data {
-                Some(data) => {
-                    batch.put_cf(rows_cf, &key, data);
-                    inserted += u64::from(!existed);
-                }
-                // Deleting an absent row needs no tombstone.
-                None if existed => {
-                    batch.delete_cf(rows_cf, &key);
-                    deleted += 1;
-                }
-                None => {}
-            }
-        }
-        let mut meta = state.meta;
-        // Checked before anything is written: a stored count that cannot absorb this commit
-        // is corrupt, and the commit fails whole.
-        meta.row_count = next_row_count(query_id, meta.row_count, inserted, deleted)?;
-        let plan = match commit.sequence {
-            Some(span) => {
-                let outbox_cf = self.cf(CF_OUTBOX)?;
-                let plan = state
-                    .window
-                    .plan_push(commit.payload.len() as u64, self.options.retention);
-                for evicted in &plan.evict {
-                    batch.delete_cf(outbox_cf, handle.prefix.with_u64(evicted.last));
-                }
-                let value = records::encode_outbox(span.first, &commit.payload);
-                batch.put_cf(outbox_cf, handle.prefix.with_u64(span.last), value);
-                meta.sequence = Some(span.last);
-                meta.evicted_through = plan.evicted_through;
-                Some((span, plan))
-            }
-            None => None,
-        };
-        let meta_cf = self.cf(CF_META)?;
-        batch.put_cf(
-            meta_cf,
-            handle.prefix.as_bytes(),
-            records::encode_meta(&meta),
-        );
-        if state.removed_marker {
-            batch.delete_cf(meta_cf, handle.prefix.removed_key());
-        }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(|e| self.rocks(e))?;
-
-        // The write is durable: publish it first (a snapshot may already see it), then bring
-        // the rest of the in-memory state up to it.
-        *handle.published.lock().map_err(poisoned)? = Some(meta);
-        state.removed_marker = false;
-        if let Some((span, plan)) = plan {
-            state
-                .window
-                .apply_push(span, commit.payload.len() as u64, &plan);
-        }
-        self.update_index(&mut state, commit, inserted, deleted);
-        state.meta = meta;
-        Ok(CommitReceipt {
-            sequence: meta.sequence,
-            row_count: meta.row_count,
-            inserted,
-            deleted,
-        })
-    }
-
-    fn update_index(
-        &self,
-        state: &mut QueryState,
-        commit: &OwnedCommit,
-        inserted: u64,
-        deleted: u64,
-    ) {
-        let SignatureIndex::Loaded(set) = &mut state.index else {
-            return;
-        };
-        if inserted > deleted && !self.budget.try_reserve(inserted - deleted) {
-            // Grew past the budget: give the memory back and fall back to batched reads.
-            self.budget.release(set.len() as u64);
-            state.index = SignatureIndex::OverBudget;
-            return;
-        }
-        self.budget.release(deleted.saturating_sub(inserted));
-        for (sig, data) in commit.ops() {
-            if data.is_some() {
-                set.insert(sig);
-            } else {
-                set.remove(&sig);
-            }
-        }
-    }
-
     pub(crate) fn clear(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         let Some(handle) = self.handle(query_id)? else {
             return Ok(QueryInfo::empty(query_id));
@@ -414,6 +243,7 @@ impl Engine {
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(|e| self.rocks(e))?;
+        // A rebuild still scanning gives its own reservation back when it sees the new state.
         if let SignatureIndex::Loaded(set) = &state.index {
             self.budget.release(set.len() as u64);
         }
@@ -553,6 +383,11 @@ impl Engine {
             .map_err(|e| self.rocks(e))
     }
 
+    /// Ends background index scans and waits until none uses the database (see `index`).
+    pub(crate) fn stop_indexer(&self) {
+        self.indexer.stop();
+    }
+
     /// Writes the memtables to SST files, so the next open has no WAL to replay.
     pub(crate) fn flush_memtables(&self) -> Result<(), StoreError> {
         // The default column family too: while its memtable (the format record) is unflushed,
@@ -595,6 +430,10 @@ fn check_format(db: &DB, path: &str) -> Result<(), StoreError> {
     }
 }
 
+mod group;
+#[cfg(test)]
+mod group_tests;
+mod index;
 mod remove;
 #[cfg(test)]
 mod tests;

@@ -18,21 +18,33 @@
 //!
 //! # Why every commit is atomic
 //!
-//! A commit is one `WriteBatch`: the row puts and deletes, the outbox put (plus the deletes of
-//! evicted entries) and the query's new meta record (sequence, row count, eviction mark). RocksDB
-//! applies a batch to the WAL as one record, so after any crash recovery replays either the
-//! whole batch or none of it:
+//! A commit is one `WriteBatch`, or part of one shared with the other commits of its group
+//! (see below): the row puts and deletes, the outbox put (plus the deletes of evicted entries)
+//! and the query's new meta record (sequence, row count, eviction mark). RocksDB applies a
+//! batch to the WAL as one record, so after any crash recovery replays either the whole batch
+//! or none of it:
 //!
 //! - crash before the WAL write: the previous commit's state, sequence and count;
 //! - crash after it: the new state; the WAL is always on, so a process crash loses nothing,
 //!   and with `sync_commits(false)` a power loss can lose only a suffix of commits.
 //!
 //! The row count is exact because each commit knows which of its signatures exist: from an
-//! in-memory signature index (built on a query's first commit by a key-only scan and checked
-//! against the stored count), or, for queries beyond the index's memory budget, from one
-//! batched `multi_get`. A clear is three range deletes and a meta put in one batch: O(1),
-//! no scan. Commits to one query hold that query's lock from the existence check to the
-//! in-memory update, so the index never diverges from what was written.
+//! in-memory signature index, or, for queries beyond the index's memory budget, from one
+//! batched `multi_get`. After a reopen the index is rebuilt by a key-only scan, inline for a
+//! small query and in the background for a large one, whose commits meanwhile use the batched
+//! reads and record what they change so the index is current when installed: the first commit
+//! after a reopen does not wait for the scan. A clear is three range deletes and a meta put in
+//! one batch: O(1), no scan.
+//!
+//! # Group commit
+//!
+//! Commits, clears and removals go through one writer thread, which writes every commit queued
+//! at once (of any query) as one batch: one WAL write and, with `sync_commits(true)`, one fsync
+//! for the group. Each commit is still checked on its own against the state the earlier
+//! commits of its group leave, so an invalid commit fails alone; commits to one query land in
+//! queue order, and a clear or removal applies between the commits queued before and after it.
+//! The writer holds the group's query locks from the existence checks to the in-memory update,
+//! so the index never diverges from what was written.
 
 mod engine;
 mod error;
@@ -43,6 +55,7 @@ mod snapshot;
 mod state;
 mod store;
 mod verify;
+mod writer;
 
 pub use engine::{STORE_FORMAT_BASE_VERSION, STORE_FORMAT_VERSION};
 pub use options::RocksStoreOptions;

@@ -48,6 +48,7 @@ impl RocksStoreOptions {
     }
 
     /// Whether every commit fsyncs the WAL before it is acknowledged (default `false`).
+    /// Commits queued together share one write and so one fsync.
     ///
     /// The WAL is always written, so a process crash loses nothing either way; with `false` a
     /// power loss may lose a suffix of acknowledged commits, and the stored sequence tells
@@ -91,8 +92,9 @@ impl RocksStoreOptions {
         self
     }
 
-    /// How many store writes, and separately how many reads, may run on the blocking thread
-    /// pool at once (default 16 each).
+    /// How many store writes other than commits, clears and removals (checkpoints, flushes,
+    /// probes), and separately how many reads, may run on the blocking thread pool at once
+    /// (default 16 each). Commits, clears and removals go through the store's writer thread.
     #[must_use]
     pub fn max_blocking_jobs(mut self, jobs: usize) -> Self {
         self.max_blocking_jobs = jobs.max(1);

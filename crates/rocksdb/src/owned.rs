@@ -47,6 +47,11 @@ impl OwnedCommit {
         }
     }
 
+    /// Roughly the bytes this commit adds to a write batch, to bound a group's size.
+    pub(crate) fn weight(&self) -> usize {
+        self.data.len() + self.payload.len() + self.ops.len() * 24
+    }
+
     /// `(signature, Some(row) | None)` per effective mutation, in batch order.
     pub(crate) fn ops(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> + '_ {
         self.ops

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use liveresults_core::codec::records::MetaRecord;
 use liveresults_core::outbox_window::OutboxWindow;
-use liveresults_core::signature_set::SignatureSet;
+use liveresults_core::signature_set::{SignatureMap, SignatureSet};
 use liveresults_core::QueryInfo;
 
 use crate::keys::QueryPrefix;
@@ -14,12 +14,33 @@ use crate::keys::QueryPrefix;
 /// Whether a query's existing signatures are known in memory.
 #[derive(Debug)]
 pub(crate) enum SignatureIndex {
-    /// Not built yet: the first commit after open builds it with a key-only scan.
+    /// Not built yet: the first commit after open builds it (inline for a small query, in the
+    /// background for a large one).
     Unloaded,
     /// Every live signature of the query.
     Loaded(SignatureSet),
     /// The query does not fit the memory budget: commits check existence with `multi_get`.
     OverBudget,
+    /// The background indexer is scanning the query's keys (see the `engine::index` module).
+    /// Commits meanwhile check existence with `multi_get`, which is exact, and record what
+    /// they changed in `delta`, so the scanned set can be brought up to date when it is
+    /// installed: a commit that lands during the scan is never missing from the index.
+    Building {
+        /// Which rebuild this is: a clear or removal replaces the state, and a rebuild that
+        /// finds another ticket (or none) abandons its scan.
+        ticket: u64,
+        /// Signature -> whether the row exists after the latest commit that touched it.
+        delta: SignatureMap<bool>,
+    },
+    /// A background scan found the stored data inconsistent (the row count is not the
+    /// number of rows, or a row key is malformed): commits to the query fail with this
+    /// corruption, as they would if the scan had run inline, until the query is cleared.
+    Corrupt {
+        /// Which record is corrupt.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 /// The mutable per-query state, behind the query's commit lock.
@@ -90,6 +111,12 @@ impl IndexBudget {
                     .filter(|&total| total <= self.limit_rows)
             })
             .is_ok()
+    }
+
+    /// Rows reserved now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
+        self.used_rows.load(Ordering::Acquire)
     }
 
     /// Returns room for `rows` signatures.

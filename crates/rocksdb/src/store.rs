@@ -1,7 +1,9 @@
-//! The async face of the engine: every call that touches RocksDB runs on the blocking pool,
-//! with at most `max_blocking_jobs` writes and as many reads at once. Reads and writes wait in
-//! separate lines so that a crowd of change-feed readers woken by one commit cannot queue ahead
-//! of the next commit.
+//! The async face of the engine. Commits, clears and removals go to the store's writer thread
+//! (see the `writer` module), which writes every commit queued at once as one group. Every
+//! other call that touches RocksDB runs on the blocking pool, with at most `max_blocking_jobs`
+//! writes (checkpoints, flushes, probes) and as many reads at once; reads and writes wait in
+//! separate lines so that a crowd of change-feed readers woken by one commit cannot queue
+//! ahead of a checkpoint.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,11 +21,13 @@ use crate::engine::Engine;
 use crate::options::RocksStoreOptions;
 use crate::owned::OwnedCommit;
 use crate::snapshot;
+use crate::writer::Writer;
 
 /// A [`ResultStore`] on RocksDB. Cheap to clone; clones share one database.
 #[derive(Clone)]
 pub struct RocksStore {
     engine: Arc<Engine>,
+    writer: Writer,
     writes: Arc<Semaphore>,
     reads: Arc<Semaphore>,
     snapshot_slots: Arc<Semaphore>,
@@ -69,23 +73,30 @@ impl RocksStore {
         let jobs = options.max_blocking_jobs;
         let snapshots = options.max_open_snapshots;
         let engine = Engine::open(path, options)?;
+        let writer = Writer::spawn(&engine)?;
         tracing::info!("store opened");
         Ok(RocksStore {
-            engine: Arc::new(engine),
+            engine,
+            writer,
             writes: Arc::new(Semaphore::new(jobs)),
             reads: Arc::new(Semaphore::new(jobs)),
             snapshot_slots: Arc::new(Semaphore::new(snapshots)),
         })
     }
 
-    /// Closes this handle after in-flight operations finish: syncs the WAL and writes the
-    /// memtables out, so the next open replays nothing (a crash instead leaves a WAL to replay,
-    /// which costs time at open, never data). The database itself closes when the last clone
-    /// and the last open snapshot are gone.
+    /// Closes the store after in-flight operations finish: every commit queued so far lands,
+    /// later ones (from any clone) fail with [`StoreError::Closed`], background index scans
+    /// stop, the WAL is synced and the memtables are written out, so the next open replays
+    /// nothing (a crash instead leaves a WAL to replay, which costs time at open, never data).
+    /// The database itself closes when the last clone and the last open snapshot are gone.
     pub async fn close(self) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.blocking(Line::Write, |engine| engine.flush_memtables())
-            .await?;
+        self.writer.stop().await;
+        self.blocking(Line::Write, |engine| {
+            engine.stop_indexer();
+            engine.flush()?;
+            engine.flush_memtables()
+        })
+        .await?;
         self.writes.close();
         self.reads.close();
         Ok(())
@@ -133,8 +144,8 @@ impl ResultStore for RocksStore {
         // One process owns a RocksDB directory, so no lease can be live and no token valid.
         check_fence(query_id, commit.fence, None)?;
         let owned = OwnedCommit::new(&commit);
-        let id = query_id.to_owned();
-        self.blocking(Line::Write, move |engine| engine.commit(&id, &owned))
+        self.writer
+            .commit(query_id.to_owned(), owned)
             .instrument(span)
             .await
     }
@@ -153,16 +164,16 @@ impl ResultStore for RocksStore {
 
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
         let span = tracing::info_span!("clear", query_id = %query_id);
-        let id = query_id.to_owned();
-        self.blocking(Line::Write, move |engine| engine.clear(&id))
+        self.writer
+            .clear(query_id.to_owned())
             .instrument(span)
             .await
     }
 
     async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
         let span = tracing::info_span!("remove", query_id = %query_id);
-        let id = query_id.to_owned();
-        self.blocking(Line::Write, move |engine| engine.remove(&id))
+        self.writer
+            .remove(query_id.to_owned())
             .instrument(span)
             .await
     }

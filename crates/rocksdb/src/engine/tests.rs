@@ -1,6 +1,7 @@
 //! Engine tests that need its internals: cached handles, raw records under the store.
 
 use super::*;
+use crate::owned::OwnedCommit;
 use liveresults_core::{Commit, RowMutation};
 
 /// Regression: reads of unknown ids used to cache a handle each, so a client probing random
@@ -30,7 +31,7 @@ fn with_edited_meta(
     dir: &Path,
     options: &RocksStoreOptions,
     edit: impl FnOnce(&mut MetaRecord),
-) -> (Engine, MetaRecord) {
+) -> (Arc<Engine>, MetaRecord) {
     let engine = Engine::open(dir, options.clone()).unwrap();
     let rows = [RowMutation::upsert(1, b"a"), RowMutation::upsert(2, b"b")];
     engine.commit("q", &owned(&rows, 1)).unwrap();
