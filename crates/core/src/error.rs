@@ -81,14 +81,14 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("store is closed")]
     Closed,
-    /// A commit's fencing token is not the query's live lease token (the lease expired or
-    /// moved to another host, or a lease is live and the commit carried none): nothing was
-    /// written. See `liveresults_core::lease`.
-    #[error("query {query_id:?}: commit fenced (commit token {fence:?}, live lease {live:?})")]
+    /// A write's fencing token (a commit's, clear's or removal's) is not the query's live
+    /// lease token (the lease expired or moved to another host, or a lease is live and the
+    /// write carried none): nothing was written. See `liveresults_core::lease`.
+    #[error("query {query_id:?}: write fenced (its token {fence:?}, live lease {live:?})")]
     Fenced {
-        /// The query committed to.
+        /// The query written to.
         query_id: String,
-        /// The token the commit carried.
+        /// The token the write carried.
         fence: Option<u64>,
         /// The live lease's holder and token, if a lease is live.
         live: Option<(String, u64)>,

@@ -16,8 +16,13 @@
 //! - A commit with `fence: Some(t)` succeeds only while a live lease with token `t` exists.
 //! - A commit with `fence: None` succeeds only while *no* live lease exists: offline tools
 //!   and single-host runs need no lease, but cannot write under a running owner.
-//! - `clear_query` and `remove_query` are not fenced: they are administrative operations the
-//!   owning host (or an operator) performs; the runtime routes them to the owner.
+//! - Clears and removals are fenced like commits
+//!   ([`clear_query_fenced`](crate::ResultStore::clear_query_fenced),
+//!   [`remove_query_fenced`](crate::ResultStore::remove_query_fenced)): the owner passes its
+//!   token, and the check runs inside the same atomic step as the clear or removal. Checking
+//!   the lease first and clearing after would let an owner paused in between clear (or
+//!   remove) the query under its next owner. The plain `clear_query` and `remove_query` are
+//!   the fenced ones without a token: offline tools cannot clear under a running owner.
 //! - Tokens are never reused for a query id, so an old holder cannot be mistaken for a new one.
 
 use std::time::Duration;
@@ -98,8 +103,9 @@ pub struct CommitNotice {
     pub sequence: Option<u64>,
 }
 
-/// The fencing rule of a commit, written once for every backend that checks it in Rust
-/// (Lua and SQL backends restate it): `fence` must be the live lease's token, or both absent.
+/// The fencing rule of a commit, clear or removal, written once for every backend that checks
+/// it in Rust (Lua and SQL backends restate it): `fence` must be the live lease's token, or
+/// both absent.
 pub fn check_fence(
     query_id: &str,
     fence: Option<u64>,

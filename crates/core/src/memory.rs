@@ -82,6 +82,15 @@ impl State {
             })
     }
 
+    /// The fencing rule ([`check_fence`]) against the query's live lease, checked under the
+    /// same lock as the write it guards, so the lease cannot move in between.
+    fn check_fence(&self, query_id: &str, fence: Option<u64>) -> Result<(), StoreError> {
+        let live = self
+            .live_lease(query_id, Instant::now())
+            .map(|l| (l.holder.as_str(), l.token));
+        check_fence(query_id, fence, live)
+    }
+
     /// The query's lease if it has not expired at `now`.
     fn live_lease(&self, query_id: &str, now: Instant) -> Option<&MemoryLease> {
         self.leases.get(query_id).filter(|l| l.expires > now)
@@ -144,10 +153,7 @@ impl ResultStore for MemoryStore {
     ) -> Result<CommitReceipt, StoreError> {
         validate_query_id(query_id)?;
         let mut state = self.lock()?;
-        let live = state
-            .live_lease(query_id, Instant::now())
-            .map(|l| (l.holder.as_str(), l.token));
-        check_fence(query_id, commit.fence, live)?;
+        state.check_fence(query_id, commit.fence)?;
         if let Some(span) = commit.sequence {
             let committed = state.queries.get(query_id).and_then(|q| q.sequence);
             check_sequence(query_id, committed, span)?;
@@ -194,8 +200,17 @@ impl ResultStore for MemoryStore {
     }
 
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        self.clear_query_fenced(query_id, None).await
+    }
+
+    async fn clear_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<QueryInfo, StoreError> {
         validate_query_id(query_id)?;
         let mut state = self.lock()?;
+        state.check_fence(query_id, fence)?;
         let State {
             queries,
             checkpoints,
@@ -217,8 +232,17 @@ impl ResultStore for MemoryStore {
     }
 
     async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        self.remove_query_fenced(query_id, None).await
+    }
+
+    async fn remove_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
         validate_query_id(query_id)?;
         let mut state = self.lock()?;
+        state.check_fence(query_id, fence)?;
         let floor = match state.queries.get(query_id) {
             // The only step that can fail comes first, so a failed removal changes nothing.
             Some(q) => Some(next_epoch(query_id, q.epoch)?),
@@ -464,6 +488,39 @@ mod tests {
         assert_eq!(store.query_info("q").await.unwrap(), before);
         assert_eq!(before.epoch, u64::MAX);
         assert_eq!(store.read_outbox("q", None, 10).await.unwrap().len(), 1);
+    }
+
+    /// The plain clear and removal are the fenced ones without a token: an operator's clear
+    /// cannot land under a running owner.
+    #[tokio::test]
+    async fn plain_clear_and_remove_are_refused_under_a_live_lease() {
+        let store = MemoryStore::new();
+        let rows = [RowMutation::upsert(1, b"a")];
+        store.commit("q", Commit::rows(&rows)).await.unwrap();
+        let claim = LeaseClaim {
+            holder: "a",
+            address: "http://a",
+            ttl: Duration::from_secs(60),
+        };
+        let LeaseOutcome::Granted { token } = store.acquire("q", claim).await.unwrap() else {
+            panic!("the lease is free");
+        };
+        let before = store.query_info("q").await.unwrap();
+        for err in [
+            store.clear_query("q").await.map(|_| ()).unwrap_err(),
+            store.remove_query("q").await.unwrap_err(),
+        ] {
+            let live = match &err {
+                StoreError::Fenced {
+                    fence: None, live, ..
+                } => live.clone(),
+                other => panic!("expected Fenced, got {other}"),
+            };
+            assert_eq!(live, Some(("a".to_owned(), token)));
+        }
+        assert_eq!(store.query_info("q").await.unwrap(), before);
+        store.release("q", token).await.unwrap();
+        assert_eq!(store.clear_query("q").await.unwrap().epoch, 1);
     }
 
     /// Removing a query at the last epoch has no epoch left to hand a re-created query: it

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::error::{IndexError, StoreError};
-use crate::lease::{CommitNotice, Leases};
+use crate::lease::{check_fence, CommitNotice, Leases};
 use crate::model::{
     Checkpoint, Commit, CommitReceipt, OutboxEntry, QueryInfo, RowChunk, RowMutation,
 };
@@ -59,6 +59,10 @@ pub trait ResultStore: Send + Sync {
 
     /// Removes the query's rows, outbox and reaction checkpoints, resets its sequence to `None`
     /// and increments its epoch, without scanning rows. Returns the new state.
+    ///
+    /// On a store several hosts share (one with [`ResultStore::leases`]) this is
+    /// [`ResultStore::clear_query_fenced`] without a token: refused with
+    /// [`StoreError::Fenced`] while any host holds the query's lease.
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError>;
 
     /// Removes the query entirely: its rows, meta record, outbox and reaction checkpoints go,
@@ -71,7 +75,43 @@ pub trait ResultStore: Send + Sync {
     /// id starts at that epoch, and an offset taken before the removal is recognisably stale
     /// (must refetch), exactly as after a clear. Removing a query the store does not know
     /// deletes any checkpoints saved for it and leaves no marker.
+    ///
+    /// Fenced like [`ResultStore::clear_query`] on a store with leases (see
+    /// [`ResultStore::remove_query_fenced`]).
     async fn remove_query(&self, query_id: &str) -> Result<(), StoreError>;
+
+    /// [`ResultStore::clear_query`] under the fencing rule of commits
+    /// ([`check_fence`]): with `fence: Some(t)` the clear happens only while a live lease
+    /// with token `t` exists, with `None` only while no lease is live; otherwise it changes
+    /// nothing and fails with [`StoreError::Fenced`]. The lease's holder passes its token, so
+    /// a host paused past its lease cannot clear the query under its new owner; an offline
+    /// tool passes `None`, so it cannot clear under a running owner.
+    ///
+    /// Backends with leases override this to check the fence inside the clear's atomic step
+    /// (and make their plain `clear_query` this with `None`). The default serves the others:
+    /// without [`ResultStore::leases`] no lease can be live, so it is the rule against no
+    /// lease, then the plain clear; a backend with leases that has not overridden it yet gets
+    /// the rule against [`Leases::holder`] read just before — the same outcome, but not
+    /// atomic, so a lease can still move in between.
+    async fn clear_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<QueryInfo, StoreError> {
+        check_fence_outside(self, query_id, fence).await?;
+        self.clear_query(query_id).await
+    }
+
+    /// [`ResultStore::remove_query`] under the fencing rule of commits, exactly as
+    /// [`ResultStore::clear_query_fenced`] is for clears (the same default).
+    async fn remove_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
+        check_fence_outside(self, query_id, fence).await?;
+        self.remove_query(query_id).await
+    }
 
     /// A point-in-time snapshot: the rows and the sequence they correspond to, from one
     /// consistent view, delivered in chunks of at most `chunk_rows` rows so that a large query
@@ -144,6 +184,24 @@ pub trait ResultStore: Send + Sync {
     fn commit_notices(&self) -> Option<broadcast::Receiver<CommitNotice>> {
         None
     }
+}
+
+/// The fencing rule checked before (not inside) a write: against no lease for a store without
+/// leases, else against the live lease read now. The provided `*_fenced` methods use it.
+async fn check_fence_outside<S: ResultStore + ?Sized>(
+    store: &S,
+    query_id: &str,
+    fence: Option<u64>,
+) -> Result<(), StoreError> {
+    let live = match store.leases() {
+        Some(leases) => leases.holder(query_id).await?,
+        None => None,
+    };
+    check_fence(
+        query_id,
+        fence,
+        live.as_ref().map(|h| (h.holder.as_str(), h.token)),
+    )
 }
 
 /// The source of a snapshot's chunks; each backend provides its own.

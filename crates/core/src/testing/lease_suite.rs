@@ -1,9 +1,9 @@
 //! The lease and fencing cases of the conformance suite (the rules are in [`crate::lease`]).
 //!
 //! Two groups: every backend runs the fence case (through [`conformance_suite!`]): a store
-//! one process owns (no [`ResultStore::leases`]) must still refuse a commit carrying a
-//! fencing token — no lease can be live there. Backends that hosts share (with leases and
-//! commit notices) also expand [`lease_suite!`] for the lease cases.
+//! one process owns (no [`ResultStore::leases`]) must still refuse a commit, clear or removal
+//! carrying a fencing token — no lease can be live there. Backends that hosts share (with
+//! leases and commit notices) also expand [`lease_suite!`] for the lease cases.
 //!
 //! [`conformance_suite!`]: crate::conformance_suite
 //! [`lease_suite!`]: crate::lease_suite
@@ -13,12 +13,22 @@ use std::time::Duration;
 use super::helpers::{map, open, rows_of, Q};
 use super::Harness;
 use crate::lease::{LeaseClaim, LeaseOutcome, Leases};
-use crate::{Commit, ResultStore, RowMutation, SequenceSpan, StoreError};
+use crate::{Checkpoint, Commit, QueryInfo, ResultStore, RowMutation, SequenceSpan, StoreError};
 
 /// Long enough that no case runs out of it by accident.
 const LONG: Duration = Duration::from_secs(60);
 /// Short enough to wait out in a test.
 const SHORT: Duration = Duration::from_millis(300);
+/// The lease of the renewal case: ten times the renewal period below, so only a scheduler
+/// stall of seconds (not a slow test machine) could let it expire between two renewals.
+const RENEWED_TTL: Duration = Duration::from_secs(2);
+/// How often the renewal case renews.
+const RENEW_EVERY: Duration = Duration::from_millis(200);
+/// A checkpoint, to see that a refused clear or removal left it alone.
+const CP: Checkpoint = Checkpoint {
+    sequence: Some(1),
+    config_hash: 7,
+};
 
 fn claim(holder: &'static str, ttl: Duration) -> LeaseClaim<'static> {
     let address = match holder {
@@ -50,11 +60,28 @@ async fn fenced_commit<S: ResultStore + ?Sized>(
     s.commit(Q, commit).await.map(|_| ())
 }
 
-fn assert_fenced(result: Result<(), StoreError>) {
+fn assert_fenced<T: std::fmt::Debug>(result: Result<T, StoreError>) {
     match result {
         Err(StoreError::Fenced { query_id, .. }) => assert_eq!(query_id, Q),
         other => panic!("expected Fenced, got {other:?}"),
     }
+}
+
+/// Everything a refused clear or removal must have left as it was.
+async fn state_of<S: ResultStore + ?Sized>(
+    s: &S,
+) -> (
+    QueryInfo,
+    Vec<(u64, Vec<u8>)>,
+    Option<Checkpoint>,
+    Vec<QueryInfo>,
+) {
+    (
+        s.query_info(Q).await.unwrap(),
+        rows_of(s, Q).await.into_iter().collect(),
+        s.checkpoint("r", Q).await.unwrap(),
+        s.list_queries().await.unwrap(),
+    )
 }
 
 fn leases_of<S: ResultStore>(s: &S) -> &dyn Leases {
@@ -63,15 +90,24 @@ fn leases_of<S: ResultStore>(s: &S) -> &dyn Leases {
 }
 
 conformance_cases! { fence_conformance_cases;
-    /// Without a live lease a fencing token cannot be valid: the fenced commit changes
-    /// nothing, while unfenced commits go through.
+    /// Without a live lease a fencing token cannot be valid: the fenced commit, clear and
+    /// removal change nothing, while unfenced ones go through.
     pub async fn fence_without_live_lease_is_refused<H: Harness>(mut h: H) {
         let s = open(&mut h).await;
         fenced_commit(&s, 1, None).await.unwrap();
+        s.save_checkpoint("r", Q, CP).await.unwrap();
         assert_fenced(fenced_commit(&s, 2, Some(1)).await);
         let info = s.query_info(Q).await.unwrap();
         assert_eq!((info.sequence, info.row_count), (Some(1), 1));
         assert_eq!(rows_of(&s, Q).await, map(&[(1, b"r")]));
+        let before = state_of(&s).await;
+        assert_fenced(s.clear_query_fenced(Q, Some(1)).await);
+        assert_fenced(s.remove_query_fenced(Q, Some(1)).await);
+        assert_eq!(state_of(&s).await, before, "a refused clear or removal changed nothing");
+        let cleared = s.clear_query_fenced(Q, None).await.unwrap();
+        assert_eq!((cleared.epoch, cleared.sequence, cleared.row_count), (1, None, 0));
+        s.remove_query_fenced(Q, None).await.unwrap();
+        assert_eq!(s.query_info(Q).await.unwrap(), QueryInfo::empty(Q));
     }
 }
 
@@ -131,17 +167,52 @@ conformance_cases! { lease_conformance_cases;
     pub async fn renew_extends_and_release_frees<H: Harness>(mut h: H) {
         let s = open(&mut h).await;
         let leases = leases_of(&s);
-        let token = granted(leases, Q, claim("a", SHORT)).await;
-        for _ in 0..4 {
-            tokio::time::sleep(SHORT / 3).await;
-            assert!(leases.renew(Q, token, SHORT).await.unwrap());
+        let token = granted(leases, Q, claim("a", RENEWED_TTL)).await;
+        let granted_at = tokio::time::Instant::now();
+        // Renewed past the first grant's expiry: only the renewals can keep it live.
+        while granted_at.elapsed() < RENEWED_TTL + RENEW_EVERY {
+            tokio::time::sleep(RENEW_EVERY).await;
+            assert!(leases.renew(Q, token, RENEWED_TTL).await.unwrap());
         }
         fenced_commit(&s, 1, Some(token)).await.unwrap();
         leases.release(Q, token).await.unwrap();
         assert_eq!(leases.holder(Q).await.unwrap(), None);
-        assert!(!leases.renew(Q, token, SHORT).await.unwrap(), "released");
+        assert!(!leases.renew(Q, token, RENEWED_TTL).await.unwrap(), "released");
         let next = granted(leases, Q, claim("b", LONG)).await;
         assert!(next > token);
+    }
+
+    /// Clears and removals are fenced like commits: while a lease is live, one without a
+    /// token or with another token than the live one changes nothing (rows, sequence,
+    /// checkpoints, listing); the holder's token clears and removes, and leaves the lease.
+    pub async fn clears_and_removals_are_fenced_by_the_live_lease<H: Harness>(mut h: H) {
+        let s = open(&mut h).await;
+        let leases = leases_of(&s);
+        // The same holder asking again: the first token is now stale.
+        let stale = granted(leases, Q, claim("a", LONG)).await;
+        let token = granted(leases, Q, claim("a", LONG)).await;
+        fenced_commit(&s, 1, Some(token)).await.unwrap();
+        s.save_checkpoint("r", Q, CP).await.unwrap();
+        let before = state_of(&s).await;
+        for fence in [None, Some(stale), Some(token + 1)] {
+            assert_fenced(s.clear_query_fenced(Q, fence).await);
+            assert_fenced(s.remove_query_fenced(Q, fence).await);
+        }
+        match s.clear_query_fenced(Q, None).await {
+            Err(StoreError::Fenced { live: Some((holder, live)), .. }) => {
+                assert_eq!((holder.as_str(), live), ("a", token), "names the live lease");
+            }
+            other => panic!("expected Fenced naming the lease, got {other:?}"),
+        }
+        assert_eq!(state_of(&s).await, before, "a refused clear or removal changed nothing");
+        let cleared = s.clear_query_fenced(Q, Some(token)).await.unwrap();
+        let expected = (before.0.epoch + 1, None, 0);
+        assert_eq!((cleared.epoch, cleared.sequence, cleared.row_count), expected);
+        assert_eq!(s.checkpoint("r", Q).await.unwrap(), None);
+        fenced_commit(&s, 1, Some(token)).await.unwrap();
+        s.remove_query_fenced(Q, Some(token)).await.unwrap();
+        assert_eq!(s.query_info(Q).await.unwrap(), QueryInfo::empty(Q));
+        assert_eq!(leases.holder(Q).await.unwrap().map(|h| h.token), Some(token));
     }
 
     /// The same holder re-acquiring (a restarted host) gets a new token, which fences out
@@ -162,7 +233,7 @@ conformance_cases! { lease_conformance_cases;
         let s = open(&mut h).await;
         let first = granted(leases_of(&s), Q, claim("a", SHORT)).await;
         fenced_commit(&s, 1, Some(first)).await.unwrap();
-        s.clear_query(Q).await.unwrap();
+        s.clear_query_fenced(Q, Some(first)).await.unwrap();
         let s = h.reopen(s).await;
         tokio::time::sleep(SHORT * 2).await;
         let second = granted(leases_of(&s), Q, claim("b", LONG)).await;
