@@ -59,9 +59,11 @@
 //! - **Leases with fencing tokens** ([`Leases`]): a lease is a hash with `PEXPIRE`, so it
 //!   expires on the server's clock; acquire, renew and release are small atomic scripts, and
 //!   tokens come from `INCR` of a per-query counter that clears and removals never touch, so
-//!   a token never repeats for a query id. The commit script checks the commit's fencing
-//!   token against the live lease before anything else: a fenced commit writes nothing and
-//!   fails with `StoreError::Fenced` naming the live holder (the `store::lease` module).
+//!   a token never repeats for a query id. The commit, clear and removal scripts check the
+//!   write's fencing token against the live lease before anything else, in the same atomic
+//!   step: a fenced write changes nothing and fails with `StoreError::Fenced` naming the live
+//!   holder (the `store::lease` module). The plain `clear_query` and `remove_query` carry no
+//!   token, so they are refused while any host holds the query's lease.
 //! - **Commit notices across hosts** ([`ResultStore::commit_notices`]): commits, clears and
 //!   removals `PUBLISH` a compact notice from inside their script; each handle's background
 //!   task reads them on a dedicated Pub/Sub connection, reconnects with backoff when it

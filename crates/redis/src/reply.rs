@@ -80,18 +80,42 @@ pub(crate) fn commit(query_id: &str, value: &Value) -> Result<CommitReply, Store
             .and_then(sequence)
             .map(CommitReply::Regression)
             .ok_or_else(|| unexpected("commit", value)),
-        (t, [holder, token]) if t == FENCED => {
-            let live = match (bytes(holder), bytes(token)) {
-                (Some(_), Some([])) => Some(None),
-                (Some(holder), Some(_)) => int(token)
-                    .map(|token| Some((String::from_utf8_lossy(holder).into_owned(), token))),
-                _ => None,
-            };
-            live.map(CommitReply::Fenced)
-                .ok_or_else(|| unexpected("commit", value))
-        }
+        (t, [holder, token]) if t == FENCED => live_lease(holder, token)
+            .map(CommitReply::Fenced)
+            .ok_or_else(|| unexpected("commit", value)),
         (t, [detail]) if t == CORRUPT => Err(corrupt(query_id, detail)),
         _ => Err(unexpected("commit", value)),
+    }
+}
+
+/// The live lease a `{"fenced", holder, token}` reply names: `Some(None)` for none (both
+/// empty), `None` when the parts are not what the scripts send.
+fn live_lease(holder: &Value, token: &Value) -> Option<Option<(String, u64)>> {
+    match (bytes(holder), bytes(token)) {
+        (Some(_), Some([])) => Some(None),
+        (Some(holder), Some(_)) => {
+            int(token).map(|token| Some((String::from_utf8_lossy(holder).into_owned(), token)))
+        }
+        _ => None,
+    }
+}
+
+/// The error of a fenced clear or removal (whose token was `fence`).
+fn fenced(
+    script: &str,
+    query_id: &str,
+    fence: Option<u64>,
+    holder: &Value,
+    token: &Value,
+    value: &Value,
+) -> StoreError {
+    match live_lease(holder, token) {
+        Some(live) => StoreError::Fenced {
+            query_id: query_id.to_owned(),
+            fence,
+            live,
+        },
+        None => unexpected(script, value),
     }
 }
 
@@ -103,12 +127,20 @@ pub(crate) struct Cleared {
     pub(crate) pending: Vec<Vec<u8>>,
 }
 
-/// Decodes the clear script's reply: `None` for an unknown query, else the new epoch and the
-/// trash keys to unlink.
-pub(crate) fn clear(query_id: &str, value: &Value) -> Result<Option<Cleared>, StoreError> {
+/// Decodes the reply of the clear script run with fencing token `fence`: `None` for an
+/// unknown query, else the new epoch and the trash keys to unlink; a refusal by the fence is
+/// [`StoreError::Fenced`].
+pub(crate) fn clear(
+    query_id: &str,
+    fence: Option<u64>,
+    value: &Value,
+) -> Result<Option<Cleared>, StoreError> {
     let (tag, rest) = tagged("clear", value)?;
     match (tag, rest) {
         (t, []) if t == UNKNOWN => Ok(None),
+        (t, [holder, token]) if t == FENCED => {
+            Err(fenced("clear", query_id, fence, holder, token, value))
+        }
         // RESP3 servers may answer SMEMBERS with a set.
         (t, [epoch, Value::Array(pending) | Value::Set(pending)]) if t == OK => {
             let epoch = int(epoch).ok_or_else(|| unexpected("clear", value))?;
@@ -132,10 +164,17 @@ pub(crate) struct Removed {
     pub(crate) pending: Vec<Vec<u8>>,
 }
 
-/// Decodes the removal script's reply.
-pub(crate) fn remove(query_id: &str, value: &Value) -> Result<Removed, StoreError> {
+/// Decodes the reply of the removal script run with fencing token `fence`.
+pub(crate) fn remove(
+    query_id: &str,
+    fence: Option<u64>,
+    value: &Value,
+) -> Result<Removed, StoreError> {
     let (tag, rest) = tagged("remove", value)?;
     match (tag, rest) {
+        (t, [holder, token]) if t == FENCED => {
+            Err(fenced("remove", query_id, fence, holder, token, value))
+        }
         (t, [Value::Array(pending) | Value::Set(pending)]) if t == OK || t == UNKNOWN => {
             let pending = pending
                 .iter()
@@ -212,17 +251,46 @@ mod tests {
     #[test]
     fn remove_replies_decode() {
         let ok = Value::Array(vec![bulk(b"ok"), Value::Array(vec![bulk(b"t1")])]);
-        let removed = remove("q", &ok).unwrap();
+        let removed = remove("q", None, &ok).unwrap();
         assert!(removed.known);
         assert_eq!(removed.pending, [b"t1".to_vec()]);
         let unknown = Value::Array(vec![bulk(b"unknown"), Value::Set(vec![])]);
-        let removed = remove("q", &unknown).unwrap();
+        let removed = remove("q", None, &unknown).unwrap();
         assert!(!removed.known && removed.pending.is_empty());
         let corrupt = Value::Array(vec![bulk(b"corrupt"), bulk(b"epoch x")]);
         assert!(matches!(
-            remove("q", &corrupt),
+            remove("q", None, &corrupt),
             Err(StoreError::Corrupt { .. })
         ));
-        assert!(remove("q", &Value::Array(vec![bulk(b"ok")])).is_err());
+        assert!(remove("q", None, &Value::Array(vec![bulk(b"ok")])).is_err());
+    }
+
+    /// A fenced clear or removal is `Fenced` with the token it carried and the live lease.
+    #[test]
+    fn fenced_clear_and_remove_replies_decode() {
+        let fenced = Value::Array(vec![bulk(b"fenced"), bulk(b"host-a"), bulk(b"12")]);
+        for result in [
+            clear("q", Some(3), &fenced).map(|_| ()),
+            remove("q", Some(3), &fenced).map(|_| ()),
+        ] {
+            match result {
+                Err(StoreError::Fenced {
+                    query_id,
+                    fence: Some(3),
+                    live: Some((holder, 12)),
+                }) => assert_eq!((query_id.as_str(), holder.as_str()), ("q", "host-a")),
+                other => panic!("expected Fenced, got {other:?}"),
+            }
+        }
+        let unleased = Value::Array(vec![bulk(b"fenced"), bulk(b""), bulk(b"")]);
+        assert!(matches!(
+            clear("q", Some(3), &unleased),
+            Err(StoreError::Fenced { live: None, .. })
+        ));
+        let garbled = Value::Array(vec![bulk(b"fenced"), bulk(b"a"), bulk(b"x")]);
+        assert!(matches!(
+            remove("q", None, &garbled),
+            Err(StoreError::Backend { .. })
+        ));
     }
 }

@@ -30,8 +30,8 @@ pub(crate) const REGRESSION: &[u8] = b"regression";
 pub(crate) const CORRUPT: &[u8] = b"corrupt";
 /// Reply tag of a clear of a query the store does not know.
 pub(crate) const UNKNOWN: &[u8] = b"unknown";
-/// Reply tag of a commit refused by its fencing token: `{"fenced", live holder or "", live
-/// token or ""}`.
+/// Reply tag of a commit, clear or removal refused by its fencing token: `{"fenced", live
+/// holder or "", live token or ""}`.
 pub(crate) const FENCED: &[u8] = b"fenced";
 
 /// A commit.
@@ -165,18 +165,26 @@ return {'ok', count, inserted, deleted, seq or ''}
 /// A clear.
 ///
 /// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 checkpoints, 6 trash set, 7..10 the names rows,
-/// outbox, log and checkpoints are renamed to. ARGV: 1 the notice channel, 2 the query id.
-/// A clear that happened publishes its notice (new epoch, no sequence). It never touches the
-/// lease or the fence counter.
+/// outbox, log and checkpoints are renamed to, 11 lease. ARGV: 1 the notice channel, 2 the
+/// query id, 3 the clear's fencing token in decimal (`""` for none). A clear that happened
+/// publishes its notice (new epoch, no sequence). It reads the lease but never changes it or
+/// the fence counter.
+///
+/// The fence is checked first, exactly as the commit script checks it (see [`COMMIT`]): in the
+/// same atomic step as the clear, so a holder whose lease ran out (or an offline tool, with no
+/// token, while a lease is live) cannot clear the query under the live owner.
 ///
 /// Renames are O(1) whatever the size of the key; the caller unlinks the renamed keys after
 /// the script (UNLINK frees them on a background thread). The trash set remembers them so a
 /// caller that dies in between leaves nothing behind for good: the next clear unlinks them.
 ///
-/// Reply: `{"ok", new epoch, every trash key pending}`, `{"unknown"}` or `{"corrupt", …}`.
-/// A meta hash without `rows` is a removed query's marker (see [`REMOVE`]): unknown too.
+/// Reply: `{"ok", new epoch, every trash key pending}`, `{"unknown"}`, `{"fenced", …}` or
+/// `{"corrupt", …}`. A meta hash without `rows` is a removed query's marker (see [`REMOVE`]):
+/// unknown too.
 const CLEAR: &str = r#"
 local LIMIT = 9007199254740992
+local live = redis.call('HMGET', KEYS[11], 'holder', 'token')
+if (live[2] or '') ~= ARGV[3] then return {'fenced', live[1] or '', live[2] or ''} end
 if redis.call('HEXISTS', KEYS[1], 'rows') == 0 then return {'unknown'} end
 local raw = redis.call('HGET', KEYS[1], 'epoch') or '0'
 local epoch = tonumber(raw)
@@ -206,17 +214,21 @@ return {'ok', e, redis.call('SMEMBERS', KEYS[6])}
 /// a change-feed offset taken before the removal cannot look valid again.
 ///
 /// KEYS: 1 meta, 2 rows, 3 outbox, 4 log, 5 checkpoints, 6 snapshot readers, 7 trash set,
-/// 8..12 the names rows, outbox, log, checkpoints and snapshot readers are renamed to.
-/// ARGV: 1 the notice channel, 2 the query id. Removing a known query publishes a notice of
-/// what the query now reads as (epoch 0, no sequence); the lease and the fence counter are
-/// never touched, so fencing tokens keep growing if the id is used again.
+/// 8..12 the names rows, outbox, log, checkpoints and snapshot readers are renamed to, 13
+/// lease. ARGV: 1 the notice channel, 2 the query id, 3 the removal's fencing token in decimal
+/// (`""` for none). The fence is checked first, as in [`CLEAR`]. Removing a known query
+/// publishes a notice of what the query now reads as (epoch 0, no sequence); the lease and the
+/// fence counter are never changed, so fencing tokens keep growing if the id is used again.
 ///
 /// For a query without `rows` (unknown, or removed already) only checkpoints saved for it and
 /// readers' registrations are renamed away, and the hash is left as it is.
 ///
-/// Reply: `{"ok" or "unknown", every trash key pending}` or `{"corrupt", …}`.
+/// Reply: `{"ok" or "unknown", every trash key pending}`, `{"fenced", …}` or
+/// `{"corrupt", …}`.
 const REMOVE: &str = r#"
 local LIMIT = 9007199254740992
+local live = redis.call('HMGET', KEYS[13], 'holder', 'token')
+if (live[2] or '') ~= ARGV[3] then return {'fenced', live[1] or '', live[2] or ''} end
 local known = redis.call('HEXISTS', KEYS[1], 'rows') == 1
 local next_epoch = nil
 if known then

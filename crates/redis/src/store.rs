@@ -1,5 +1,5 @@
-//! The store: connection, commits and clears through the scripts, and the plain reads.
-//! Removals, leases and commit notices have their own modules below.
+//! The store: connection, commits through the commit script, and the plain reads. Clears,
+//! removals, leases and commit notices have their own modules below.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,11 +20,12 @@ use crate::error::{from_redis, permanent, transient};
 use crate::keys::{self, QueryKeys};
 use crate::options::{FlushMode, RedisStoreOptions};
 use crate::records::{self, Fields, Meta, META_FIELDS};
-use crate::reply::{self, Cleared, CommitReply};
+use crate::reply::{self, CommitReply};
 use crate::scripts::Scripts;
 use crate::server_config;
 use crate::snapshot::{self, Counters, SnapshotStats};
 
+mod clear;
 mod lease;
 mod notices;
 mod remove;
@@ -331,39 +332,29 @@ impl ResultStore for RedisStore {
     }
 
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        let keys = self.keys(query_id)?;
-        let mut con = self.conn()?;
-        let token = self.unique_token();
-        let mut invocation = self.inner.scripts.clear.prepare_invoke();
-        invocation
-            .key(keys.meta())
-            .key(keys.rows())
-            .key(keys.outbox())
-            .key(keys.log())
-            .key(keys.checkpoints())
-            .key(keys.trash());
-        for kind in ["rows", "outbox", "log", "checkpoints"] {
-            invocation.key(keys.trash_item(&token, kind));
-        }
-        invocation.arg(&self.inner.notice_channel).arg(query_id);
-        let value: redis::Value = invocation
-            .invoke_async(&mut con)
-            .await
-            .map_err(from_redis)?;
-        let Some(Cleared { epoch, pending }) = reply::clear(query_id, &value)? else {
-            return Ok(QueryInfo::empty(query_id));
-        };
-        self.empty_trash(&mut con, &keys, pending).await;
-        Ok(QueryInfo {
-            query_id: query_id.to_owned(),
-            sequence: None,
-            row_count: 0,
-            epoch,
-        })
+        self.clear(query_id, None).await
+    }
+
+    /// Fenced inside the clear script (see `scripts::CLEAR`).
+    async fn clear_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<QueryInfo, StoreError> {
+        self.clear(query_id, fence).await
     }
 
     async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
-        self.remove(query_id).await
+        self.remove(query_id, None).await
+    }
+
+    /// Fenced inside the removal script (see `scripts::REMOVE`).
+    async fn remove_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.remove(query_id, fence).await
     }
 
     async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {

@@ -161,6 +161,43 @@ async fn fenced_commits_name_the_live_lease() {
     assert_eq!(b.query_info("q").await.unwrap().sequence, Some(1));
 }
 
+/// The plain clear and removal carry no token, so while a host holds the lease they are
+/// refused by the scripts themselves (naming the holder), change nothing and announce
+/// nothing; once the lease is released they go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_clears_and_removals_are_fenced_while_a_lease_is_live() {
+    let server = RedisServer::start();
+    let owner = server.connect(RedisStoreOptions::new()).await;
+    let tool = server.connect(RedisStoreOptions::new()).await;
+    let mut rx = tool.commit_notices().expect("notices");
+    let token = granted(&owner, "q", "host-a").await;
+    commit(&owner, "q", 1, Some(token)).await.unwrap();
+    let before = tool.query_info("q").await.unwrap();
+    for result in [
+        tool.clear_query("q").await.map(|_| ()),
+        tool.remove_query("q").await,
+    ] {
+        match result {
+            Err(StoreError::Fenced {
+                fence: None,
+                live: Some((holder, live)),
+                ..
+            }) => assert_eq!((holder.as_str(), live), ("host-a", token)),
+            other => panic!("expected Fenced naming the holder, got {other:?}"),
+        }
+    }
+    assert_eq!(tool.query_info("q").await.unwrap(), before);
+    assert_eq!(tool.list_queries().await.unwrap(), [before]);
+    owner.release("q", token).await.unwrap();
+    let cleared = tool.clear_query("q").await.unwrap();
+    assert_eq!(cleared.epoch, 1);
+    // The notice after the commit's is the clear's: the refusals announced nothing.
+    assert_eq!(next(&mut rx).await, notice("q", 0, Some(1)));
+    assert_eq!(next(&mut rx).await, notice("q", 1, None));
+    tool.remove_query("q").await.unwrap();
+    assert_eq!(tool.list_queries().await.unwrap(), []);
+}
+
 /// The fence counter outlives clears and removals (neither touches it), so a query re-created
 /// under the same id never hands out a token an old holder had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,10 +206,10 @@ async fn fence_counter_outlives_clear_and_remove() {
     let store = server.connect(RedisStoreOptions::new()).await;
     let first = granted(&store, "q", "a").await;
     commit(&store, "q", 1, Some(first)).await.unwrap();
-    store.clear_query("q").await.unwrap();
+    store.clear_query_fenced("q", Some(first)).await.unwrap();
     let second = granted(&store, "q", "a").await;
     commit(&store, "q", 1, Some(second)).await.unwrap();
-    store.remove_query("q").await.unwrap();
+    store.remove_query_fenced("q", Some(second)).await.unwrap();
     assert_eq!(store.list_queries().await.unwrap(), Vec::new());
     let counter: Option<u64> = redis::cmd("GET")
         .arg("lr:{q}:fence")

@@ -1,5 +1,8 @@
 //! Removing a query: one script step, then the renamed-away keys are unlinked.
 //!
+//! The script checks the removal's fencing token against the lease first, in the same atomic
+//! step, so only the lease's holder (or, without a live lease, a caller with no token) removes.
+//!
 //! The script (see `scripts::REMOVE`) renames the query's rows, outbox, change log,
 //! checkpoints and snapshot readers to fresh trash keys — O(1) whatever their size — and turns
 //! the meta hash into the removed marker that keeps the query's epochs from being reused. The
@@ -22,8 +25,13 @@ use crate::reply::{self, Removed};
 const KINDS: [&str; 5] = ["rows", "outbox", "log", "checkpoints", "snapshots"];
 
 impl RedisStore {
-    /// [`liveresults_core::ResultStore::remove_query`] on Redis.
-    pub(super) async fn remove(&self, query_id: &str) -> Result<(), StoreError> {
+    /// [`liveresults_core::ResultStore::remove_query_fenced`] on Redis (`fence: None` is the
+    /// plain `remove_query`): the script checks the fence before it changes anything.
+    pub(super) async fn remove(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
         let keys = self.keys(query_id)?;
         let mut con = self.conn()?;
         let token = self.unique_token();
@@ -39,12 +47,16 @@ impl RedisStore {
         for kind in KINDS {
             invocation.key(keys.trash_item(&token, kind));
         }
-        invocation.arg(&self.inner.notice_channel).arg(query_id);
+        invocation
+            .key(keys.lease())
+            .arg(&self.inner.notice_channel)
+            .arg(query_id)
+            .arg(fence.map_or_else(String::new, |t| t.to_string()));
         let value: redis::Value = invocation
             .invoke_async(&mut con)
             .await
             .map_err(from_redis)?;
-        let Removed { known, pending } = reply::remove(query_id, &value)?;
+        let Removed { known, pending } = reply::remove(query_id, fence, &value)?;
         self.empty_trash(&mut con, &keys, pending).await;
         if known {
             tracing::info!(query_id, "query removed");
