@@ -183,3 +183,34 @@ fn official_conformance_suite() {
         fixed.len()
     );
 }
+
+/// A query's results read as a State Protocol stream (`/v1/stream/queries/{id}`) by
+/// `@durable-streams/client` and materialized with `@durable-streams/state` while events are
+/// ingested (inserts, updates, deletes, a clear): the materialized rows must equal the server's
+/// snapshot (tests/durable_streams/state_check.mjs says what it checks).
+#[test]
+fn state_protocol_stream_materializes_a_query() {
+    const ADMIN_TOKEN: &str = "admin-token-for-the-state-protocol-check";
+    let dir = suite_dir();
+    assert!(
+        dir.join("node_modules/@durable-streams/state").exists(),
+        "the npm packages are missing: run `LIVERESULTS_TEST_SERVICES=1 source scripts/setup.sh`"
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = support::serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_liveresults"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .env("LIVERESULTS_TOKENS", format!("admin:{ADMIN_TOKEN}"))
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit()),
+    );
+    let status = Command::new("node")
+        .arg("state_check.mjs")
+        .current_dir(&dir)
+        .env("LIVERESULTS_URL", &server.url)
+        .env("LIVERESULTS_TOKEN", ADMIN_TOKEN)
+        .status()
+        .expect("run node (install Node.js 20 or later)");
+    assert!(status.success(), "state_check.mjs failed ({status})");
+}

@@ -21,6 +21,7 @@
 //! | `POST /queries/{id}/resume` | [`queries`] |
 //! | `GET /healthz`, `GET /readyz` | [`health`] |
 //! | `PUT`/`POST`/`GET`/`HEAD`/`DELETE /v1/stream/{name}` | [`streams`] (Durable Streams) |
+//! | `GET`/`HEAD /v1/stream/queries/{id}` | `state_stream` (a query as a State Protocol stream) |
 
 pub mod auth;
 pub mod changes;
@@ -41,11 +42,12 @@ pub mod render;
 pub mod snapshot;
 pub mod sse;
 mod state;
+mod state_stream;
 
 use std::future::Future;
 
 use axum::http::{header, HeaderValue, Method};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -78,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route("/queries/{id}/resume", post(queries::resume))
         .route("/queries/{id}/snapshot", get(snapshot::snapshot))
         .route("/queries/{id}/changes", get(changes::changes))
+        .route("/v1/stream/queries/{*id}", any(state_stream::handle))
         .merge(stream_routes(&state))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
