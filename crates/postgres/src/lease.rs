@@ -7,11 +7,11 @@
 //! nothing deletes, so a token is never issued twice for a query id (across clears, removals
 //! and re-creation).
 //!
-//! Why commits cannot slip past a takeover: the commit function locks the lease row
-//! `FOR SHARE` before checking the fence and keeps the lock until it commits, while
-//! `acquire_lease` locks it `FOR UPDATE`. So an acquire waits for every commit that checked
-//! the previous lease, and every commit after the acquire sees the new token: the new owner
-//! reads the query's state after the last commit the old owner got in.
+//! Why writes cannot slip past a takeover: the commit, clear and removal functions lock the
+//! lease row `FOR SHARE` before checking the fence and keep the lock until they commit,
+//! while `acquire_lease` locks it `FOR UPDATE`. So an acquire waits for every write that
+//! checked the previous lease, and every write after the acquire sees the new token: the new
+//! owner reads the query's state after the last write the old owner got in.
 
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ fn ttl_ms(ttl: Duration) -> i64 {
 
 /// A caller's token as stored: tokens are at most `i64::MAX`, so a larger one matches no
 /// lease (and -1 matches none either).
-fn token_to_sql(token: u64) -> i64 {
+pub(crate) fn token_to_sql(token: u64) -> i64 {
     i64::try_from(token).unwrap_or(-1)
 }
 

@@ -33,6 +33,11 @@
 //!   reclaimer, which deletes it in small transactions (the `reclaim` module). A removal
 //!   turns the meta row into the removed marker holding the next epoch, so a re-created
 //!   query starts above every epoch the removed one used.
+//! - **Fenced clears and removals**: `clear_query_fenced`/`remove_query_fenced` check the
+//!   fence inside the clear's (removal's) own function call, with the lease row locked as a
+//!   commit locks it, so a host paused past its lease cannot clear under the next owner; the
+//!   plain `clear_query`/`remove_query` are the fenced ones without a token (refused while
+//!   any host holds the lease).
 //! - **Point-in-time snapshots**: a `REPEATABLE READ, READ ONLY` transaction and a cursor
 //!   read in chunks — rows and sequence from one MVCC snapshot, bounded client memory, no
 //!   commit blocked; an idle timeout ends a stalled reader's transaction (the `snapshot`
@@ -41,8 +46,9 @@
 //!   evicted entries are `OutboxGap`, never a partial answer.
 //! - **Leases with fencing tokens** ([`Leases`]): a lease row per query, live until its
 //!   `expires_at` by the database's `clock_timestamp()`; tokens from a per-query counter
-//!   nothing resets. Acquire locks the lease row `FOR UPDATE`, commits `FOR SHARE`, so a
-//!   takeover waits for the old owner's in-flight commit (the `lease` module).
+//!   nothing resets. Acquire locks the lease row `FOR UPDATE`, commits, clears and removals
+//!   `FOR SHARE`, so a takeover waits for the old owner's in-flight write (the `lease`
+//!   module).
 //! - **Commit notices across hosts** ([`ResultStore::commit_notices`]): `pg_notify` inside
 //!   the writing transaction (delivered only if it commits); one `LISTEN` connection per
 //!   handle feeds a broadcast channel, reconnects with backoff and then sends the

@@ -13,15 +13,25 @@ use tokio_postgres::Client;
 use crate::error::from_pg;
 
 /// The newest schema version this build writes and reads.
-pub const PG_FORMAT_VERSION: u32 = 1;
+pub const PG_FORMAT_VERSION: u32 = 2;
 
 /// Every migration: version, description, SQL (with `{schema}` and `{channel}` to fill in).
-const MIGRATIONS: [(u32, &str, &str); 1] = [(
-    1,
-    "tables queries, rows, outbox, reclaim, checkpoints, leases, writable_probe; functions \
-     commit_batch, clear_query, remove_query, acquire_lease, reclaim_step",
-    include_str!("migrations/v1.sql"),
-)];
+/// Applied migrations are never edited: a change is a new one, so a schema created by any
+/// build reaches the same state.
+const MIGRATIONS: [(u32, &str, &str); 2] = [
+    (
+        1,
+        "tables queries, rows, outbox, reclaim, checkpoints, leases, writable_probe; functions \
+         commit_batch, clear_query, remove_query, acquire_lease, reclaim_step",
+        include_str!("migrations/v1.sql"),
+    ),
+    (
+        2,
+        "clears and removals fenced: function fence_check; clear_query and remove_query take \
+         the fencing token and check it with the lease row locked",
+        include_str!("migrations/v2.sql"),
+    ),
+];
 
 /// The schema name as a quoted identifier (names are validated to need no escaping).
 pub(crate) fn quoted(schema: &str) -> String {

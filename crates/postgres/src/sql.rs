@@ -1,6 +1,6 @@
 //! The statements the store sends, with its schema filled in once at connect. Each is
 //! prepared once per pooled connection (`prepare_cached`); the commit, clear, removal,
-//! acquire and reclaim logic lives in the schema's PL/pgSQL functions (`migrations/v1.sql`),
+//! acquire and reclaim logic lives in the schema's PL/pgSQL functions (`migrations/v*.sql`),
 //! so each of those is one statement and one round trip.
 
 use crate::migrations::quoted;
@@ -46,8 +46,8 @@ impl Sql {
             query_info: format!(
                 "SELECT seq, row_count, epoch FROM {s}.queries WHERE query_id = $1 AND live"
             ),
-            clear: format!("SELECT {s}.clear_query($1, $2)"),
-            remove: format!("SELECT {s}.remove_query($1, $2)"),
+            clear: format!("SELECT * FROM {s}.clear_query($1, $2, $3)"),
+            remove: format!("SELECT * FROM {s}.remove_query($1, $2, $3)"),
             // One statement, so the eviction mark and the entries come from one snapshot: a
             // commit evicting in between cannot turn a gap into a silent partial answer.
             read_outbox: format!(

@@ -1,5 +1,5 @@
 //! The store: the pool, connect and close, and the [`ResultStore`] operations. Commits,
-//! clears and removals are calls of the schema's functions (`migrations/v1.sql`); snapshots,
+//! clears and removals are calls of the schema's functions (`migrations/v*.sql`); snapshots,
 //! leases, notices and the reclaimer have their own modules.
 
 use std::str::FromStr;
@@ -23,6 +23,7 @@ use tokio_postgres::{Config, NoTls, Row};
 
 use crate::codec::{counter_from_sql, limit_to_sql, notice_id, u64_from_sql, u64_to_sql};
 use crate::error::{from_pg, from_pg_for, from_pool, permanent, ConfigError};
+use crate::lease::token_to_sql;
 use crate::migrations::{self, channel};
 use crate::notices::Notices;
 use crate::options::{validate_schema, PgStoreOptions};
@@ -145,15 +146,36 @@ impl PgStore {
         &self.inner.sql
     }
 
-    /// Runs one of the functions that return the query's new epoch (clear, remove).
-    async fn epoch_call(&self, sql: &str, query_id: &str) -> Result<Option<u64>, StoreError> {
+    /// Runs one of the fenced functions that answer `(status, new epoch, live holder, live
+    /// token)` (clear, remove): the fence is checked in the function's own transaction, with
+    /// the lease row locked, so the lease cannot move between the check and the write. The
+    /// epoch is `None` for a query the store does not know.
+    async fn fenced_epoch_call(
+        &self,
+        sql: &str,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
         let row = client
-            .query_one(&statement, &[&query_id.as_bytes(), &notice_id(query_id)])
+            .query_one(
+                &statement,
+                &[
+                    &query_id.as_bytes(),
+                    &notice_id(query_id),
+                    &fence.map(token_to_sql),
+                ],
+            )
             .await
             .map_err(|e| from_pg_for(query_id, e))?;
-        let epoch: Option<i64> = row.try_get(0).map_err(from_pg)?;
+        let status: &str = row.try_get(0).map_err(from_pg)?;
+        match status {
+            "ok" => {}
+            "fenced" => return Err(fence_refusal(&row, 2, query_id, fence)),
+            other => return Err(permanent(format!("{sql} answered {other:?}"))),
+        }
+        let epoch: Option<i64> = row.try_get(1).map_err(from_pg)?;
         let epoch = epoch
             .map(|e| counter_from_sql(|| meta_what(query_id), e))
             .transpose()?;
@@ -161,6 +183,31 @@ impl PgStore {
             self.inner.reclaimer.wake();
         }
         Ok(epoch)
+    }
+}
+
+/// [`StoreError::Fenced`] from a refusal whose live lease (holder, token; both NULL when no
+/// lease is live) is in columns `at` and `at + 1`; a column that does not decode is that
+/// error instead.
+fn fence_refusal(row: &Row, at: usize, query_id: &str, fence: Option<u64>) -> StoreError {
+    let live = || -> Result<Option<(String, u64)>, StoreError> {
+        let holder: Option<String> = row.try_get(at).map_err(from_pg)?;
+        let token: Option<i64> = row.try_get(at + 1).map_err(from_pg)?;
+        Ok(match (holder, token) {
+            (Some(holder), Some(token)) => Some((
+                holder,
+                counter_from_sql(|| format!("lease of query {query_id:?}"), token)?,
+            )),
+            _ => None,
+        })
+    };
+    match live() {
+        Ok(live) => StoreError::Fenced {
+            query_id: query_id.to_owned(),
+            fence,
+            live,
+        },
+        Err(err) => err,
     }
 }
 
@@ -209,8 +256,7 @@ impl ResultStore for PgStore {
         }
         let span = commit.sequence.unwrap_or(SequenceSpan::single(0));
         let retention = self.inner.options.outbox_retention;
-        // A token above i64::MAX matches no lease (tokens are stored BIGINTs): -1 neither.
-        let fence = commit.fence.map(|t| i64::try_from(t).unwrap_or(-1));
+        let fence = commit.fence.map(token_to_sql);
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.commit)
@@ -260,22 +306,7 @@ impl ResultStore for PgStore {
                     last: span.last,
                 },
             }),
-            "fenced" => {
-                let holder: Option<String> = row.try_get(6).map_err(from_pg)?;
-                let token: Option<i64> = row.try_get(7).map_err(from_pg)?;
-                let live = match (holder, token) {
-                    (Some(holder), Some(token)) => Some((
-                        holder,
-                        counter_from_sql(|| format!("lease of query {query_id:?}"), token)?,
-                    )),
-                    _ => None,
-                };
-                Err(StoreError::Fenced {
-                    query_id: query_id.to_owned(),
-                    fence: commit.fence,
-                    live,
-                })
-            }
+            "fenced" => Err(fence_refusal(&row, 6, query_id, commit.fence)),
             other => Err(permanent(format!("commit_batch answered {other:?}"))),
         }
     }
@@ -297,24 +328,46 @@ impl ResultStore for PgStore {
         }
     }
 
+    /// Fenced without a token: refused while any host holds the query's lease.
     async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
-        validate_query_id(query_id)?;
-        Ok(
-            match self.epoch_call(&self.inner.sql.clear, query_id).await? {
-                Some(epoch) => QueryInfo {
-                    query_id: query_id.to_owned(),
-                    sequence: None,
-                    row_count: 0,
-                    epoch,
-                },
-                None => QueryInfo::empty(query_id),
-            },
-        )
+        self.clear_query_fenced(query_id, None).await
     }
 
+    /// Fenced without a token: refused while any host holds the query's lease.
     async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        self.remove_query_fenced(query_id, None).await
+    }
+
+    /// One call of the schema's `clear_query` function, which checks the fence with the
+    /// lease row locked and clears in the same transaction.
+    async fn clear_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<QueryInfo, StoreError> {
         validate_query_id(query_id)?;
-        self.epoch_call(&self.inner.sql.remove, query_id).await?;
+        let sql = &self.inner.sql.clear;
+        Ok(match self.fenced_epoch_call(sql, query_id, fence).await? {
+            Some(epoch) => QueryInfo {
+                query_id: query_id.to_owned(),
+                sequence: None,
+                row_count: 0,
+                epoch,
+            },
+            None => QueryInfo::empty(query_id),
+        })
+    }
+
+    /// One call of the schema's `remove_query` function (fence and removal in one
+    /// transaction, as for clears).
+    async fn remove_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
+        validate_query_id(query_id)?;
+        let sql = &self.inner.sql.remove;
+        self.fenced_epoch_call(sql, query_id, fence).await?;
         Ok(())
     }
 
