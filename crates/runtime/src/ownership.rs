@@ -2,12 +2,14 @@
 //!
 //! Each query is written by one host at a time: the holder of its lease (see
 //! `liveresults_core::lease`). A query's pipeline is only created once this host holds the
-//! lease, every commit it makes carries the lease's fencing token, a background task renews
-//! the leases held every third of their length, and the pipeline stops as soon as the lease
-//! is gone — told by a failed renewal, or by the store fencing a commit. The fencing is what
-//! makes this safe: a host that was paused past its lease (and so cannot know it lost it)
-//! has its next commit refused by the store itself; the renewals only make the loss visible
-//! early, so the host stops before a client waits on a commit that cannot land.
+//! lease, every write it makes (commit, clear, removal) carries the lease's fencing token, a
+//! background task renews the leases held every third of their length (many at once, so a
+//! host owning thousands of queries renews them all in time), and the pipeline stops as soon
+//! as the lease is gone — told by a failed renewal, or by the store fencing a write. The
+//! fencing is what makes this safe: a host that was paused past its lease (and so cannot
+//! know it lost it) has its next write refused by the store itself, inside the write's atomic
+//! step; the renewals only make the loss visible early, so the host stops before a client
+//! waits on a commit that cannot land.
 //!
 //! Asking for a lease twice under one host name hands out a new token and fences the first
 //! (that is how a restarted host takes its queries back at once), so this host asks for a
@@ -21,12 +23,15 @@ use std::time::{Duration, Instant};
 use liveresults_core::lease::{LeaseClaim, LeaseOutcome, Leases};
 use liveresults_core::{ResultStore, StoreError};
 use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::config::{HostConfig, HostIdentity, RetryPolicy};
 use crate::error::SubmitError;
 use crate::retry::store_retry;
+
+/// Lease renewals one renewal round keeps in flight at once (see [`Ownership::renew_all`]).
+const RENEWALS_IN_FLIGHT: usize = 64;
 
 /// The leases this host holds, and how to get and keep them.
 pub(crate) struct Ownership {
@@ -200,54 +205,71 @@ impl Ownership {
         }
     }
 
-    /// Renews one lease now; `Ok(false)` (and the lease marked lost) when it is not ours any
-    /// more. Asked before a clear, which the store does not fence.
-    pub(crate) async fn confirm(&self, query_id: &str, token: u64) -> Result<bool, StoreError> {
-        let leases = self.leases()?;
-        let ttl = self.host.lease_ttl;
-        let renewed = store_retry(self.retry, "renew_lease", || {
-            leases.renew(query_id, token, ttl)
-        })
-        .await?;
-        if renewed {
-            if let Some(h) = lock(&self.held).get_mut(query_id) {
-                if h.token == token {
-                    h.confirmed = Instant::now();
-                }
-            }
-        } else {
-            self.lose(query_id, token, "the store no longer has this lease");
+    /// Renews every lease held, once, [`RENEWALS_IN_FLIGHT`] at a time: one after the other,
+    /// a host owning thousands of queries would need thousands of round trips per round, and
+    /// a round longer than the lease loses leases a healthy host should keep. Warns when a
+    /// round takes longer than the renewal period (a third of the lease): the leases are then
+    /// closer to expiring than they should be.
+    async fn renew_all(self: &Arc<Self>) {
+        if self.leases().is_err() {
+            return;
         }
-        Ok(renewed)
-    }
-
-    /// Renews every lease held, once. A lease the store no longer has is lost at once; one
-    /// that could not be renewed for a whole lease length (the store unreachable) is given up
-    /// too, because by then it may have expired and gone to another host.
-    async fn renew_all(&self) {
-        let Ok(leases) = self.leases() else { return };
         let held: Vec<(String, u64)> = (lock(&self.held).iter())
             .map(|(query_id, h)| (query_id.clone(), h.token))
             .collect();
+        let count = held.len();
+        let started = Instant::now();
+        let mut waiting = held.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < RENEWALS_IN_FLIGHT {
+                let Some((query_id, token)) = waiting.next() else {
+                    break;
+                };
+                let ownership = Arc::clone(self);
+                running.spawn(async move { ownership.renew_one(&query_id, token).await });
+            }
+            // `None`: nothing left running, and (the loop above filled the set) nothing
+            // left waiting either. A renewal that panicked is retried next round.
+            if running.join_next().await.is_none() {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        let period = self.host.lease_ttl / 3;
+        if took > period {
+            tracing::warn!(
+                leases = count,
+                took_ms = took.as_millis() as u64,
+                period_ms = period.as_millis() as u64,
+                "renewing the leases took longer than the renewal period: they come closer to \
+                 expiring each round (the store is slow, or this host owns too many queries)"
+            );
+        }
+    }
+
+    /// Renews one lease. One the store no longer has is lost at once; one that could not be
+    /// renewed for a whole lease length (the store unreachable) is given up too, because by
+    /// then it may have expired and gone to another host.
+    async fn renew_one(&self, query_id: &str, token: u64) {
+        let Ok(leases) = self.leases() else { return };
         let ttl = self.host.lease_ttl;
-        for (query_id, token) in held {
-            match leases.renew(&query_id, token, ttl).await {
-                Ok(true) => {
-                    if let Some(h) = lock(&self.held).get_mut(&query_id) {
-                        if h.token == token {
-                            h.confirmed = Instant::now();
-                        }
+        match leases.renew(query_id, token, ttl).await {
+            Ok(true) => {
+                if let Some(h) = lock(&self.held).get_mut(query_id) {
+                    if h.token == token {
+                        h.confirmed = Instant::now();
                     }
                 }
-                Ok(false) => self.lose(&query_id, token, "the store no longer has this lease"),
-                Err(e) => {
-                    let stale = lock(&self.held)
-                        .get(&query_id)
-                        .is_some_and(|h| h.token == token && h.confirmed.elapsed() >= ttl);
-                    tracing::warn!(query_id, error = %e, stale, "lease renewal failed");
-                    if stale {
-                        self.lose(&query_id, token, "not renewed for a whole lease length");
-                    }
+            }
+            Ok(false) => self.lose(query_id, token, "the store no longer has this lease"),
+            Err(e) => {
+                let stale = lock(&self.held)
+                    .get(query_id)
+                    .is_some_and(|h| h.token == token && h.confirmed.elapsed() >= ttl);
+                tracing::warn!(query_id, error = %e, stale, "lease renewal failed");
+                if stale {
+                    self.lose(query_id, token, "not renewed for a whole lease length");
                 }
             }
         }

@@ -404,12 +404,15 @@ impl Pipeline {
                 let _ = wait.await;
             }
         }
-        // The store does not fence clears: make sure the lease is still ours first.
-        self.confirm_lease().instrument(span.clone()).await?;
+        // Fenced like a commit, inside the store's clear: a lease lost meanwhile (however
+        // long this host was paused) makes it change nothing and fail as `Fenced`.
         let (store, retry) = (&self.context.store, self.context.retry);
-        let info = store_retry(retry, "clear", || store.clear_query(&self.query_id))
-            .instrument(span)
-            .await?;
+        let fence = self.fence();
+        let info = store_retry(retry, "clear", || {
+            store.clear_query_fenced(&self.query_id, fence)
+        })
+        .instrument(span)
+        .await?;
         self.committed = None;
         self.epoch = info.epoch;
         self.context.registry.update(&self.query_id, |s| {
@@ -437,8 +440,8 @@ impl Pipeline {
         let (store, retry) = (&self.context.store, self.context.retry);
         let mutations = group.mutations();
         let commit = Commit::sequenced(&mutations, group.span, &group.payload);
-        let commit = match &self.lease {
-            Some(lease) => commit.with_fence(lease.token),
+        let commit = match self.fence() {
+            Some(token) => commit.with_fence(token),
             None => commit,
         };
         let result = commit_retrying(&**store, retry, &self.query_id, commit)

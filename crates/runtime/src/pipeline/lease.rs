@@ -1,9 +1,9 @@
 //! What a pipeline does when several hosts share the store: it starts only once this host
 //! holds the query's lease (the runtime's handle takes it), brings the reactions up to date
-//! on what other hosts committed, fences every commit with the lease's token, and stops
-//! cleanly as soon as the lease is gone — every queued and later submit answered, none left
-//! waiting — so that the runtime forgets the query and a later submit asks for the lease
-//! again.
+//! on what other hosts committed, fences every write (commits, clears, removals) with the
+//! lease's token, and stops cleanly as soon as the lease is gone — every queued and later
+//! submit answered, none left waiting — so that the runtime forgets the query and a later
+//! submit asks for the lease again.
 
 use liveresults_core::{QueryInfo, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -88,21 +88,10 @@ impl Pipeline {
         self.store_error(source)
     }
 
-    /// Renews the lease now, before a write the store does not fence (a clear); a lease no
-    /// longer ours fails as `Fenced`, like a fenced commit.
-    pub(super) async fn confirm_lease(&mut self) -> Result<(), StoreError> {
-        let (Some(ownership), Some(lease)) = (&self.context.ownership, &self.lease) else {
-            return Ok(());
-        };
-        let token = lease.token;
-        if ownership.confirm(&self.query_id, token).await? {
-            return Ok(());
-        }
-        Err(StoreError::Fenced {
-            query_id: self.query_id.clone(),
-            fence: Some(token),
-            live: None,
-        })
+    /// The fencing token every write of this pipeline carries (commits, clears, removals):
+    /// the lease's, or none when this runtime is the store's only writer.
+    pub(super) fn fence(&self) -> Option<u64> {
+        self.lease.as_ref().map(|lease| lease.token)
     }
 
     /// Answers an envelope the pipeline will not handle, with the reason it stopped.

@@ -55,11 +55,15 @@ impl Pipeline {
                 let _ = wait.await;
             }
         }
-        // The store does not fence removals: make sure the lease is still ours first.
-        self.confirm_lease().await?;
         let (store, retry) = (&self.context.store, self.context.retry);
         let info = store_retry(retry, "query_info", || store.query_info(&self.query_id)).await?;
-        store_retry(retry, "remove", || store.remove_query(&self.query_id)).await?;
+        // Fenced inside the store's removal, like a commit: if the lease was lost since (even
+        // right after the read above) nothing is removed, and the answer is `Fenced`.
+        let fence = self.fence();
+        store_retry(retry, "remove", || {
+            store.remove_query_fenced(&self.query_id, fence)
+        })
+        .await?;
         tracing::info!(epoch = info.epoch, sequence = ?info.sequence, rows = info.row_count, "query removed");
         Ok(info)
     }

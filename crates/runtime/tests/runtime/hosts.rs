@@ -52,7 +52,12 @@ fn lease_lost(result: Result<Applied, SubmitError>) {
 }
 
 /// Submits until the event is taken (the lease moved), failing after `within`.
-async fn submit_until_owner(rt: &Runtime, query: &str, seq: u64, within: Duration) -> Duration {
+pub(super) async fn submit_until_owner(
+    rt: &Runtime,
+    query: &str,
+    seq: u64,
+    within: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
         match rt

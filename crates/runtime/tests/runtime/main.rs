@@ -5,6 +5,7 @@
 mod backpressure;
 mod caught_up;
 mod faults;
+mod fencing;
 mod hosts;
 mod policies;
 mod reactions;
