@@ -6,10 +6,16 @@
 //! moves it. The store's commit notices do: each one moves the query's watched position
 //! forward, and a gap in the notices (the subscriber fell behind, the store reconnected)
 //! wakes every watcher, since any query may then have changed unseen.
+//!
+//! A removal on another host is followed too: every host registers every stored query at
+//! start (and a reader's watch registers it as well), so without this a host that does not
+//! own a purged query would go on reporting it. Its notice wakes the readers, and once the
+//! store confirms the query is gone, the host forgets it unless it owns it.
 
 use std::sync::Weak;
 
 use liveresults_core::lease::CommitNotice;
+use liveresults_core::QueryInfo;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
@@ -39,7 +45,12 @@ pub(crate) fn spawn_follower(
                         epoch: notice.epoch,
                         sequence: notice.sequence,
                     };
+                    // Wakes the query's readers first: a removal must reach parked ones
+                    // whether or not the entry is then forgotten.
                     context.registry.observe(&notice.query_id, position);
+                    if position == Position::default() {
+                        forget_if_removed(&context, &notice.query_id).await;
+                    }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -56,4 +67,37 @@ pub(crate) fn spawn_follower(
             }
         }
     })
+}
+
+/// After a notice of epoch 0 and no sequence: forgets the query here if it was removed and
+/// this host does not own it.
+///
+/// A removal announces what the query then reads as (epoch 0, no sequence, see
+/// `ResultStore::remove_query`), but so does an unsequenced commit to a new query at epoch 0:
+/// the store is asked, and only a query it reads as unknown is forgotten. An owned query is
+/// this host's own pipeline's to forget (a removal runs there); a runtime that is the store's
+/// only writer has no other host to follow.
+async fn forget_if_removed(context: &PipelineContext, query_id: &str) {
+    let Some(ownership) = &context.ownership else {
+        return;
+    };
+    if ownership.owns(query_id) {
+        return;
+    }
+    match context.store.query_info(query_id).await {
+        Ok(info) if info == QueryInfo::empty(query_id) => {
+            // Asked again under the registry's lock: a lease taken since belongs to a pipeline
+            // that re-creates the query, and its status must stay.
+            if context
+                .registry
+                .remove_unless(query_id, || ownership.owns(query_id))
+            {
+                tracing::info!(query_id, "query removed by another host: forgotten here");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(query_id, error = %e, "reading a query after its removal notice failed");
+        }
+    }
 }

@@ -436,6 +436,15 @@ impl RuntimeHandle {
         Ok(removed)
     }
 
+    /// Submissions (events, batches, clears, resumes, removals) waiting in the query's
+    /// pipeline queue, not yet taken by its pipeline: 0 when no pipeline runs for it. How far
+    /// behind a query's pipeline is, and how a test knows a request is queued behind another.
+    pub fn queued(&self, query_id: &str) -> usize {
+        lock(&self.shared.pipelines)
+            .get(query_id)
+            .map_or(0, |tx| tx.max_capacity().saturating_sub(tx.capacity()))
+    }
+
     /// The status of one query, if the runtime has seen it, with every reaction's progress on it.
     pub fn status(&self, query_id: &str) -> Option<QueryStatus> {
         let mut status = self.shared.context.registry.get(query_id)?;

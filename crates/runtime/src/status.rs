@@ -203,6 +203,15 @@ impl Registry {
         }
     }
 
+    /// [`Registry::remove`], unless `keep` (asked under the registry's lock) says otherwise.
+    /// Returns whether an entry was removed.
+    pub(crate) fn remove_unless(&self, query_id: &str, keep: impl FnOnce() -> bool) -> bool {
+        let Ok(mut entries) = self.entries.lock() else {
+            return false;
+        };
+        !keep() && entries.remove(query_id).is_some()
+    }
+
     pub(crate) fn get(&self, query_id: &str) -> Option<QueryStatus> {
         self.entries
             .lock()

@@ -299,3 +299,57 @@ async fn lost_notices_wake_every_watcher() {
     assert_eq!(*quiet.borrow(), Position::default(), "woken, not moved");
     b.shutdown().await.unwrap();
 }
+
+/// A query removed on its owner is forgotten by the other hosts too: they registered it at
+/// start (and a reader's watch did), and without following the removal they would go on
+/// reporting it. The reader parked on another host is woken. A notice that only looks like a
+/// removal (an unsequenced first commit at epoch 0) forgets nothing.
+#[tokio::test]
+async fn a_removal_on_the_owner_is_forgotten_by_the_other_hosts() {
+    let store = Arc::new(MemoryStore::new());
+    let a = host(&store, "a", LONG, Vec::new()).await;
+    for s in 1..=2 {
+        a.handle()
+            .submit_and_wait(lib_add("q", s, s, 1))
+            .await
+            .unwrap();
+    }
+    let b = host(&store, "b", LONG, Vec::new()).await;
+    assert!(b.handle().status("q").is_some(), "registered at start");
+    let mut watch = b.handle().watch("q");
+    watch.borrow_and_update();
+    // Looks like a removal notice (epoch 0, no sequence), but the query is there.
+    let mut rows_only = b.handle().watch("rows-only");
+    rows_only.borrow_and_update();
+    let rows = [liveresults_core::RowMutation::upsert(1, b"x")];
+    store
+        .commit("rows-only", liveresults_core::Commit::rows(&rows))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), rows_only.changed())
+        .await
+        .expect("b's watcher of rows-only woke")
+        .unwrap();
+
+    a.handle().remove_query("q").await.unwrap();
+    // Woken (or its watch closed, the entry forgotten): either way it looks again.
+    tokio::time::timeout(Duration::from_secs(2), watch.changed())
+        .await
+        .expect("b's watcher of q woke for the removal")
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.handle().status("q").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "b still reports the removed query"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let on_b: Vec<String> = (b.handle().statuses().into_iter())
+        .map(|s| s.query_id)
+        .collect();
+    assert_eq!(on_b, ["rows-only"], "only the removed query is forgotten");
+    assert!(a.handle().status("q").is_none());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use liveresults_core::{Checkpoint, MemoryStore, QueryInfo, ResultStore};
 use liveresults_runtime::reactions::MaterializedView;
 use liveresults_runtime::testing::*;
-use liveresults_runtime::{Applied, QueryConfig, RecoveryPolicy, RuntimeConfig};
+use liveresults_runtime::{Applied, QueryConfig, RecoveryPolicy, RuntimeConfig, RuntimeHandle};
 use liveresults_runtime::{StopReason, SubmitError};
 use tokio::sync::Semaphore;
 
@@ -20,6 +20,18 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
+}
+
+/// Waits until `n` submissions wait in the query's pipeline queue: what was sent is in line,
+/// in the order it was sent, behind the pipeline's current work.
+async fn queued(h: &RuntimeHandle, query: &str, n: usize) {
+    within("the submissions to queue", async {
+        while h.queued(query) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(h.queued(query), n, "more queued than sent");
 }
 
 #[tokio::test]
@@ -126,15 +138,15 @@ async fn events_queued_behind_a_removal_are_refused_not_left_waiting() {
         let h = h.clone();
         tokio::spawn(async move { h.remove_query("q").await })
     };
-    // Queued behind the removal (the removal is queued at once; give its task the moment).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The event before and the removal wait in the queue; what follows queues behind them.
+    queued(&h, "q", 2).await;
     assert!(!removal.is_finished(), "the pipeline was not held");
     let behind = h.submit_tracked(lib_add("q", 5, 5, 1)).await.unwrap();
     let batch_behind = {
         let h = h.clone();
         tokio::spawn(async move { h.commit_batch("q", vec![lib_add("q", 6, 6, 1)]).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    queued(&h, "q", 4).await;
 
     gate.add_permits(1_000);
     let removed = within("the removal", removal).await.unwrap().unwrap();
