@@ -15,11 +15,13 @@ pub fn record(body: &[u8]) -> Result<Option<Bytes>, StreamError> {
         |e: serde_json::Error| StreamError::BadRequest(format!("the body is not valid JSON: {e}"));
     let text = std::str::from_utf8(body)
         .map_err(|_| StreamError::BadRequest("the body is not valid UTF-8 JSON".into()))?;
-    let value: &RawValue = serde_json::from_str(text).map_err(invalid)?;
-    let value = value.get().trim_matches(|c: char| c.is_ascii_whitespace());
+    let value = text.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r'));
     if !value.starts_with('[') {
-        return Ok(Some(Bytes::copy_from_slice(value.as_bytes())));
+        // Validated as one value (trailing garbage is an error), stored as sent.
+        let value: &RawValue = serde_json::from_str(value).map_err(invalid)?;
+        return Ok(Some(Bytes::copy_from_slice(value.get().as_bytes())));
     }
+    // One pass validates the array and finds its elements.
     let items: Vec<&RawValue> = serde_json::from_str(value).map_err(invalid)?;
     if items.is_empty() {
         return Ok(None);
