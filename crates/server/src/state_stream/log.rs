@@ -21,6 +21,8 @@ use crate::state::AppState;
 /// Reads that fetch and render changes at once, process-wide (each briefly holds about its
 /// byte budget twice: entries and their rendering).
 static READ_SLOTS: Semaphore = Semaphore::const_new(4);
+/// Most outbox entries fetched in one page.
+const MAX_PAGE: usize = 1024;
 
 /// A position in a query's State Protocol stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,12 +136,34 @@ pub(crate) async fn read(
         .acquire()
         .await
         .map_err(|_| LogError::Internal("read slots closed".into()))?;
-    let entries = match store.read_outbox(query_id, offset.sequence(), 256).await {
-        Ok(entries) => entries,
-        Err(StoreError::OutboxGap { .. }) => return snapshot(true).await,
-        Err(e) => return Err(e.into()),
-    };
-    let (messages, last) = render_changes(query_id, info.epoch, entries, max_bytes).await?;
+    // Pages sized from the largest payload seen so far, so the entries held at once stay near
+    // the byte budget however large each is; as many pages as the budget takes, so a catch-up
+    // reader gets up to the tail in one response when it fits.
+    let (mut messages, mut used, mut last) = (Vec::new(), 0usize, None);
+    let (mut page, mut largest) = (1usize, 1usize);
+    loop {
+        let entries = match store
+            .read_outbox(query_id, last.or(offset.sequence()), page)
+            .await
+        {
+            Ok(entries) => entries,
+            Err(StoreError::OutboxGap { .. }) if last.is_none() => return snapshot(true).await,
+            Err(StoreError::OutboxGap { .. }) => break, // the next read answers it
+            Err(e) => return Err(e.into()),
+        };
+        let fetched = entries.len();
+        largest = (entries.iter().map(|e| e.payload.len())).fold(largest, usize::max);
+        let room = max_bytes.saturating_sub(used);
+        let rendered = render_changes(query_id, info.epoch, entries, room, last.is_none()).await?;
+        let taken = rendered.entries;
+        used = used.saturating_add(rendered.bytes);
+        messages.extend(rendered.messages);
+        last = rendered.last.or(last);
+        if taken < fetched || fetched < page || used >= max_bytes {
+            break;
+        }
+        page = (max_bytes.saturating_sub(used) / largest).clamp(1, MAX_PAGE);
+    }
     if store.query_info(query_id).await?.epoch != info.epoch {
         // Cleared while reading: the entries may be the new epoch's.
         return snapshot(true).await;
@@ -156,30 +180,47 @@ pub(crate) async fn read(
     })
 }
 
+/// Rendered outbox entries.
+struct Rendered {
+    messages: Vec<String>,
+    /// The last sequence the taken entries cover.
+    last: Option<u64>,
+    /// How many entries were taken.
+    entries: usize,
+    /// Bytes of the messages, separators included.
+    bytes: usize,
+}
+
 /// Renders outbox entries as change messages on the blocking pool, stopping before the entry
-/// that would pass `max_bytes` (but taking at least one). Returns the messages and the last
-/// sequence the taken entries cover.
+/// that would pass `room` bytes (unless `need_one` and none was taken yet).
 async fn render_changes(
     query_id: &str,
     epoch: u64,
     entries: Vec<OutboxEntry>,
-    max_bytes: usize,
-) -> Result<(Vec<String>, Option<u64>), LogError> {
+    room: usize,
+    need_one: bool,
+) -> Result<Rendered, LogError> {
     let query_id = query_id.to_owned();
     let rendered = tokio::task::spawn_blocking(move || {
-        let (mut messages, mut used, mut last) = (Vec::new(), 0usize, None);
+        let mut out = Rendered {
+            messages: Vec::new(),
+            last: None,
+            entries: 0,
+            bytes: 0,
+        };
         for entry in &entries {
             let change = CommittedChange::from_outbox(&query_id, epoch, entry)?;
             let texts = change_messages(&query_id, &change);
             let cost: usize = texts.iter().map(|t| t.len() + 1).sum();
-            if last.is_some() && used.saturating_add(cost) > max_bytes {
+            if out.bytes.saturating_add(cost) > room && !(need_one && out.entries == 0) {
                 break;
             }
-            used = used.saturating_add(cost);
-            messages.extend(texts);
-            last = Some(entry.span.last);
+            out.bytes = out.bytes.saturating_add(cost);
+            out.messages.extend(texts);
+            out.last = Some(entry.span.last);
+            out.entries += 1;
         }
-        Ok::<_, StoreError>((messages, last))
+        Ok::<_, StoreError>(out)
     })
     .await
     .map_err(|e| LogError::Internal(format!("rendering task failed: {e}")))?;
