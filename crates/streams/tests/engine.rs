@@ -84,7 +84,9 @@ async fn scenario(streams: &Streams) -> Vec<String> {
         .expect("retry");
     assert_eq!(retry.status, AppendStatus::Duplicate);
     assert!(matches!(
-        engine.append("t", append("text/plain", "x", Some((0, 2)))).await,
+        engine
+            .append("t", append("text/plain", "x", Some((0, 2))))
+            .await,
         Err(StreamError::SeqGap {
             expected: 1,
             received: 2
@@ -106,9 +108,18 @@ async fn scenario(streams: &Streams) -> Vec<String> {
         close: true,
         ..append("application/json", r#""end""#, None)
     };
-    assert!(engine.append("j", closing).await.expect("close").meta.closed);
+    assert!(
+        engine
+            .append("j", closing)
+            .await
+            .expect("close")
+            .meta
+            .closed
+    );
     assert!(matches!(
-        engine.append("j", append("application/json", "5", None)).await,
+        engine
+            .append("j", append("application/json", "5", None))
+            .await,
         Err(StreamError::Closed { .. })
     ));
     let (bytes, responses) = read_all(streams, "j", 1).await;
@@ -150,10 +161,14 @@ const EXPECTED: [&str; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_rocksdb_answer_alike() {
-    let memory = Streams::memory(StreamsConfig::default()).await.expect("memory");
+    let memory = Streams::memory(StreamsConfig::default())
+        .await
+        .expect("memory");
     assert_eq!(scenario(&memory).await, EXPECTED);
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = RocksStreamStore::open(dir.path(), false).await.expect("open");
+    let store = RocksStreamStore::open(dir.path(), false)
+        .await
+        .expect("open");
     let rocks = Streams::open(Arc::new(store), StreamsConfig::default())
         .await
         .expect("rocks");
@@ -165,7 +180,9 @@ async fn rocksdb_streams_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tail_before;
     {
-        let store = RocksStreamStore::open(dir.path(), true).await.expect("open");
+        let store = RocksStreamStore::open(dir.path(), true)
+            .await
+            .expect("open");
         let streams = Streams::open(Arc::new(store), StreamsConfig::default())
             .await
             .expect("streams");
@@ -173,13 +190,18 @@ async fn rocksdb_streams_survive_a_reopen() {
         tail_before = streams.engine().lookup("t", false).await.expect("t").1.tail;
         streams.close().await.expect("close");
     }
-    let store = RocksStreamStore::open(dir.path(), true).await.expect("reopen");
+    let store = RocksStreamStore::open(dir.path(), true)
+        .await
+        .expect("reopen");
     let streams = Streams::open(Arc::new(store), StreamsConfig::default())
         .await
         .expect("streams");
     let engine = streams.engine();
     let (_, t) = engine.lookup("t", false).await.expect("t");
-    assert_eq!((t.tail, t.content_type.as_str()), (tail_before, "text/plain"));
+    assert_eq!(
+        (t.tail, t.content_type.as_str()),
+        (tail_before, "text/plain")
+    );
     assert_eq!(read_all(&streams, "t", 64).await.0, b"hello world");
     // The producer's state came back with the bytes: a retry is still a duplicate, and the
     // next sequence follows on.
@@ -234,7 +256,10 @@ async fn streams_expire_after_their_ttl_unless_read() {
     }
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        engine.lookup("read", true).await.expect("kept alive by reads");
+        engine
+            .lookup("read", true)
+            .await
+            .expect("kept alive by reads");
     }
     assert!(matches!(
         engine.lookup("idle", false).await,
