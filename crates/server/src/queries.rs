@@ -15,13 +15,16 @@ use crate::state::AppState;
 /// The store's state of a query, or 404 when neither the runtime nor the store knows it.
 ///
 /// The store answers an unknown query as empty (epoch 0, no sequence, no rows), so "known"
-/// means: the runtime has seen it (it loads every stored query at start), or the store holds
-/// anything of it.
+/// means: the store holds anything of it, or this host writes it and its runtime has seen it
+/// (a query whose first write was refused). The runtime's word counts only for queries this
+/// host writes: sharing the store, a host registers queries it does not own too (every stored
+/// one at start, and those its readers watch), and one the owner purged may still be there
+/// for a moment — the store has the last word on those.
 pub(crate) async fn known_info(state: &AppState, query_id: &str) -> Result<QueryInfo, ApiError> {
     let runtime = &state.inner.runtime;
     let info = runtime.store().query_info(query_id).await?;
     let stored = info.sequence.is_some() || info.epoch > 0 || info.row_count > 0;
-    if stored || runtime.status(query_id).is_some() {
+    if stored || (runtime.owns(query_id) && runtime.status(query_id).is_some()) {
         Ok(info)
     } else {
         Err(ApiError::NotFound {
@@ -65,8 +68,13 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, Api
         let status = statuses.remove(&info.query_id);
         out.push((info.query_id.clone(), render::query(&info, status.as_ref())));
     }
-    // Queries the runtime has seen that the store has not written yet (first chunk refused).
+    // Queries the runtime has seen that the store has not written yet (first chunk refused),
+    // if this host writes them: another host's registered query missing from the store was
+    // purged there.
     for status in statuses.into_values() {
+        if !runtime.owns(&status.query_id) {
+            continue;
+        }
         let info = render::info_of(&status);
         out.push((info.query_id.clone(), render::query(&info, Some(&status))));
     }

@@ -8,8 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use common::{adds, Server};
-use liveresults_core::{MemoryStore, ResultStore};
+use liveresults_core::lease::{LeaseClaim, LeaseHolder, LeaseOutcome, Leases};
+use liveresults_core::{
+    Checkpoint, Commit, CommitReceipt, MemoryStore, OutboxEntry, QueryInfo, ResultStore, Snapshot,
+    StoreError,
+};
 use liveresults_runtime::{HostIdentity, RuntimeConfig};
 use serde_json::Value;
 
@@ -151,6 +156,189 @@ async fn a_lease_lost_under_a_paused_owner_is_503_then_409_naming_the_new_owner(
     let snapshot = a.get_text("/queries/q/snapshot").await;
     assert!(snapshot.contains("\"chunk\":2"), "{snapshot}");
     assert!(!snapshot.contains("\"chunk\":9"), "{snapshot}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A purge on the owner removes the query for every host: both answer 404 on every route
+/// (the other host registered the query at start, and must not trust that), neither lists
+/// it, a purge there finds nothing to purge, and a long-poll parked on the other host is
+/// told to refetch.
+#[tokio::test]
+async fn a_purge_on_the_owner_is_seen_by_every_host() {
+    let store = Arc::new(MemoryStore::new());
+    let a = host(&store, "a", LONG).await;
+    assert_eq!(a.post("q", adds("q", 1, 3, 1)).await.status(), 200);
+    let b = host(&store, "b", LONG).await;
+    let (status, on_b) = b.get_json("/queries/q").await;
+    assert_eq!(status, 200);
+    let offset = on_b["offset"].as_str().unwrap().to_owned();
+    let url = b.at(&format!(
+        "/queries/q/changes?offset={offset}&live=long-poll"
+    ));
+    let http = b.http.clone();
+    let poll = tokio::spawn(async move { http.get(&url).send().await.unwrap().status() });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.state.metrics().long_polls_open() < 1 {
+        assert!(Instant::now() < deadline, "the long-poll did not park");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let purged = a.http.delete(a.at("/queries/q?purge=true")).send().await;
+    assert_eq!(purged.unwrap().status(), 200);
+    let polled = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll on b was answered after the purge")
+        .unwrap();
+    assert_eq!(polled, 409);
+    for server in [&a, &b] {
+        for path in ["/queries/q", "/queries/q/snapshot"] {
+            let r = server.http.get(server.at(path)).send().await.unwrap();
+            assert_eq!(
+                r.status(),
+                404,
+                "{path} on {}",
+                server.state.runtime().host().unwrap().name
+            );
+        }
+        let (_, list) = server.get_json("/queries").await;
+        assert_eq!(list, serde_json::json!([]));
+        let again = server
+            .http
+            .delete(server.at("/queries/q?purge=true"))
+            .send()
+            .await;
+        assert_eq!(again.unwrap().status(), 404);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The shared store as seen by a host that hears no commit notices (its notice connection
+/// is down, say): everything else is the `MemoryStore`'s.
+struct Deaf(Arc<MemoryStore>);
+
+#[async_trait]
+impl ResultStore for Deaf {
+    async fn commit(
+        &self,
+        query_id: &str,
+        commit: Commit<'_>,
+    ) -> Result<CommitReceipt, StoreError> {
+        self.0.commit(query_id, commit).await
+    }
+    async fn query_info(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        self.0.query_info(query_id).await
+    }
+    async fn clear_query(&self, query_id: &str) -> Result<QueryInfo, StoreError> {
+        self.0.clear_query(query_id).await
+    }
+    async fn clear_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<QueryInfo, StoreError> {
+        self.0.clear_query_fenced(query_id, fence).await
+    }
+    async fn remove_query(&self, query_id: &str) -> Result<(), StoreError> {
+        self.0.remove_query(query_id).await
+    }
+    async fn remove_query_fenced(
+        &self,
+        query_id: &str,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.0.remove_query_fenced(query_id, fence).await
+    }
+    async fn snapshot(&self, query_id: &str, chunk_rows: usize) -> Result<Snapshot, StoreError> {
+        self.0.snapshot(query_id, chunk_rows).await
+    }
+    async fn read_outbox(
+        &self,
+        query_id: &str,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.0.read_outbox(query_id, after, max).await
+    }
+    async fn checkpoint(
+        &self,
+        reaction: &str,
+        query_id: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        self.0.checkpoint(reaction, query_id).await
+    }
+    async fn save_checkpoint(
+        &self,
+        reaction: &str,
+        query_id: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.0.save_checkpoint(reaction, query_id, checkpoint).await
+    }
+    async fn delete_checkpoint(&self, reaction: &str, query_id: &str) -> Result<(), StoreError> {
+        self.0.delete_checkpoint(reaction, query_id).await
+    }
+    async fn list_queries(&self) -> Result<Vec<QueryInfo>, StoreError> {
+        self.0.list_queries().await
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush().await
+    }
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Leases for Deaf {
+    async fn acquire(
+        &self,
+        query_id: &str,
+        claim: LeaseClaim<'_>,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.0.acquire(query_id, claim).await
+    }
+    async fn renew(&self, query_id: &str, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.0.renew(query_id, token, ttl).await
+    }
+    async fn release(&self, query_id: &str, token: u64) -> Result<(), StoreError> {
+        self.0.release(query_id, token).await
+    }
+    async fn holder(&self, query_id: &str) -> Result<Option<LeaseHolder>, StoreError> {
+        self.0.holder(query_id).await
+    }
+}
+
+/// A host that missed the removal notice still has the purged query registered (every host
+/// registers every stored query at start); it must not trust that for a query it does not
+/// own: 404 on every route, not listed, nothing to purge.
+#[tokio::test]
+async fn a_host_that_missed_the_purge_notice_asks_the_store() {
+    let store = Arc::new(MemoryStore::new());
+    let a = host(&store, "a", LONG).await;
+    assert_eq!(a.post("q", adds("q", 1, 3, 1)).await.status(), 200);
+    let identity = HostIdentity::new("b", "http://b.test:8080");
+    let deaf: Arc<dyn ResultStore> = Arc::new(Deaf(Arc::clone(&store)));
+    let b = Server::with_store(deaf, RuntimeConfig::new().host(identity, LONG), |s| s).await;
+    assert!(
+        b.state.runtime().status("q").is_some(),
+        "registered at start"
+    );
+
+    let purged = a.http.delete(a.at("/queries/q?purge=true")).send().await;
+    assert_eq!(purged.unwrap().status(), 200);
+    assert!(
+        b.state.runtime().status("q").is_some(),
+        "b never heard of the purge"
+    );
+    for path in ["/queries/q", "/queries/q/snapshot"] {
+        let r = b.http.get(b.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert_eq!(b.get_json("/queries").await.1, serde_json::json!([]));
+    let again = b.http.delete(b.at("/queries/q?purge=true")).send().await;
+    assert_eq!(again.unwrap().status(), 404);
     a.stop().await;
     b.stop().await;
 }

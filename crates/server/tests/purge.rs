@@ -26,6 +26,25 @@ async fn purge(server: &Server, query: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits at most 10 s: what never happens fails the test, not CI.
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
+}
+
+/// Waits until `n` requests wait in the query's pipeline queue, in the order they were sent.
+async fn queued(server: &Server, query: &str, n: usize) {
+    let runtime = server.state.runtime();
+    within("the requests to queue", async {
+        while runtime.queued(query) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(runtime.queued(query), n, "more queued than sent");
+}
+
 /// The `Stream-Next-Offset` after reading the whole feed of `query` from the start.
 async fn read_all(server: &Server, query: &str) -> String {
     let r = server
@@ -177,8 +196,13 @@ async fn a_parked_long_poll_and_an_sse_stream_learn_of_the_purge() {
         .await
         .unwrap();
     assert_eq!(sse.status(), 200);
-    // Let the long-poll park at the tail.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The long-poll parks at the tail.
+    within("the long-poll to park", async {
+        while server.state.metrics().long_polls_open() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert!(!poll.is_finished());
 
     assert_eq!(purge(&server, "q").await.0, 200);
@@ -222,7 +246,7 @@ async fn an_ingest_queued_behind_a_purge_is_refused_not_left_waiting() {
         let (http, url) = (server.http.clone(), server.at("/queries/q?purge=true"));
         tokio::spawn(async move { http.delete(url).send().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    queued(&server, "q", 1).await;
     let ingesting = {
         let (http, url) = (server.http.clone(), server.at("/queries/q/events"));
         tokio::spawn(async move {
@@ -233,7 +257,8 @@ async fn an_ingest_queued_behind_a_purge_is_refused_not_left_waiting() {
             request.send().await.unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The ingest's event waits behind the purge.
+    queued(&server, "q", 2).await;
     assert!(!purging.is_finished() && !ingesting.is_finished());
 
     gate.add_permits(1_000);
