@@ -131,6 +131,43 @@ impl Commands {
         reply::pending_reply(value).map_err(reply_error("XPENDING"))
     }
 
+    /// `XPENDING <stream> <group> <id> <id> 1`: the entry `id` if it is pending (with its
+    /// delivery count).
+    pub async fn pending_entry(
+        &mut self,
+        stream: &str,
+        id: &str,
+    ) -> Result<Option<PendingEntry>, StreamSourceError> {
+        let value: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&self.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XPENDING", stream))?;
+        let pending = reply::pending_reply(value).map_err(reply_error("XPENDING"))?;
+        Ok(pending.into_iter().find(|p| p.id == id))
+    }
+
+    /// `XRANGE <stream> <id> <id>`: the entry `id`, `None` when it was deleted (or trimmed).
+    pub async fn entry(
+        &mut self,
+        stream: &str,
+        id: &str,
+    ) -> Result<Option<Entry>, StreamSourceError> {
+        let value: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error("XRANGE", stream))?;
+        let entries = reply::entries(value).map_err(reply_error("XRANGE"))?;
+        Ok(entries.into_iter().find(|e| e.id == id))
+    }
+
     /// `XACK <stream> <group> <ids…>`, in chunks. Acknowledging an id twice is harmless.
     pub async fn ack(&mut self, stream: &str, ids: &[String]) -> Result<(), StreamSourceError> {
         for chunk in ids.chunks(ACK_CHUNK) {

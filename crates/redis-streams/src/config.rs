@@ -21,6 +21,16 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Most entries one consumer may hold in flight (read, not yet acknowledged).
 pub const MAX_BATCH: usize = 100_000;
 
+/// Default time-to-live of the consumer lock (renewed every third of it).
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// Default number of deliveries after which an entry the runtime keeps refusing for good is
+/// dead-lettered.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
+/// The longest pause of a stream after refusals (unless the first pause is longer).
+pub const MAX_REFUSAL_PAUSE: Duration = Duration::from_secs(60);
+
 /// One stream to consume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
@@ -110,6 +120,22 @@ pub struct StreamSourceConfig {
     pub max_entry_bytes: usize,
     /// The field holding the event. Default `data`.
     pub field: String,
+    /// Time-to-live of the lock that makes this consumer the only one reading these streams
+    /// in the group (one key per stream, taken all at once); it is renewed every third of
+    /// it. A consumer that cannot take the lock waits as a stand-by; one that crashed holds
+    /// it until it expires (a restart under the same name waits that long too). Reads are
+    /// cut to what is left of the lock, less a third. From 30 ms to 1 hour. Default 10 s.
+    pub lock_ttl: Duration,
+    /// Deliveries (Redis's count, which restarts do not reset) after which an entry the
+    /// runtime still refuses for good (its query stopped by a sequence gap, deleted
+    /// upstream) is moved to the dead-letter stream with the refusal as the reason. At least
+    /// 1. Default 5.
+    pub max_deliveries: u32,
+    /// How long a stream waits after the runtime refused one of its entries before trying
+    /// that entry again; doubled after each further refusal, up to the larger of this and
+    /// [`MAX_REFUSAL_PAUSE`], and back to this after a commit. From 1 ms to 1 hour.
+    /// Default 1 s.
+    pub refusal_pause: Duration,
 }
 
 impl StreamSourceConfig {
@@ -129,7 +155,15 @@ impl StreamSourceConfig {
             claim_every: None,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             field: DEFAULT_FIELD.to_owned(),
+            lock_ttl: DEFAULT_LOCK_TTL,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            refusal_pause: Duration::from_secs(1),
         }
+    }
+
+    /// The longest pause after refusals.
+    pub(crate) fn max_refusal_pause(&self) -> Duration {
+        self.refusal_pause.max(MAX_REFUSAL_PAUSE)
     }
 
     /// The interval of the periodic claim.
@@ -185,6 +219,16 @@ impl StreamSourceConfig {
         if self.field.is_empty() {
             return refuse("the event field needs a name".into());
         }
+        // Renewals every third of it must fit a round trip; PX takes whole milliseconds.
+        if self.lock_ttl < Duration::from_millis(30) || self.lock_ttl > Duration::from_secs(3600) {
+            return refuse("lock_ttl must be from 30 ms to 1 hour".into());
+        }
+        if self.max_deliveries == 0 {
+            return refuse("max_deliveries must be at least 1".into());
+        }
+        if self.refusal_pause.as_millis() == 0 || self.refusal_pause > Duration::from_secs(3600) {
+            return refuse("refusal_pause must be from 1 ms to 1 hour".into());
+        }
         Ok(())
     }
 }
@@ -228,7 +272,7 @@ mod tests {
         let good = StreamSourceConfig::new(vec![StreamSpec::new("a")], "g", "c");
         assert!(good.validate().is_ok());
         type Change = fn(&mut StreamSourceConfig);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 11] = [
             ("no stream", |c| c.streams.clear()),
             ("twice", |c| c.streams.push(StreamSpec::new("a"))),
             ("dead-letter", |c| {
@@ -239,6 +283,9 @@ mod tests {
             ("claim_idle", |c| c.claim_idle = Duration::ZERO),
             ("max_entry_bytes", |c| c.max_entry_bytes = 0),
             ("name", |c| c.consumer.clear()),
+            ("lock_ttl", |c| c.lock_ttl = Duration::from_millis(29)),
+            ("max_deliveries", |c| c.max_deliveries = 0),
+            ("refusal_pause", |c| c.refusal_pause = Duration::ZERO),
         ];
         for (what, change) in cases {
             let mut config = good.clone();

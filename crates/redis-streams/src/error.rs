@@ -34,9 +34,9 @@ pub enum StreamSourceError {
         /// What was wrong with the reply.
         detail: String,
     },
-    /// The runtime refused an event (its query is stopped, the store failed, the runtime is
-    /// shutting down). The entry stays pending: once the query is resumed or cleared, the next
-    /// run commits it.
+    /// The runtime refused an event because it is shutting down. (Refusals of one query —
+    /// stopped, store failure, another owner — pause that query's stream instead and do not
+    /// end the run.) The entry stays pending: the next run commits it.
     #[error("stream {stream:?} entry {id}: {source}")]
     Submit {
         /// The stream.
@@ -47,6 +47,13 @@ pub enum StreamSourceError {
         #[source]
         source: Box<SubmitError>,
     },
+}
+
+impl StreamSourceError {
+    /// Whether retrying can cure it: a lost connection, a timeout, a busy or loading server.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, StreamSourceError::Redis { source, .. } if liveresults_redis::is_transient(source))
+    }
 }
 
 /// Why an entry is not an event; the entry goes to the dead-letter stream with this reason.

@@ -19,8 +19,11 @@ pub struct StreamReport {
     /// (a redelivery after a crash between a commit and its acknowledgement, a new group
     /// reading old history).
     pub already_committed: u64,
-    /// Entries moved to the dead-letter stream (undecodable, too large, wrong query).
+    /// Entries moved to the dead-letter stream (undecodable, too large, wrong query, refused
+    /// by the runtime for good `max_deliveries` times).
     pub dead_lettered: u64,
+    /// Refusals by the runtime: each left its entry pending and paused its stream.
+    pub refused: u64,
     /// Entries claimed from consumers that stopped acknowledging them.
     pub claimed: u64,
     /// Pending entries deleted from the stream before they were read (acknowledged).
@@ -34,6 +37,7 @@ pub(crate) struct Counters {
     pub committed: AtomicU64,
     pub already_committed: AtomicU64,
     pub dead_lettered: AtomicU64,
+    pub refused: AtomicU64,
     pub claimed: AtomicU64,
     pub vanished: AtomicU64,
 }
@@ -50,6 +54,7 @@ impl Counters {
             committed: get(&self.committed),
             already_committed: get(&self.already_committed),
             dead_lettered: get(&self.dead_lettered),
+            refused: get(&self.refused),
             claimed: get(&self.claimed),
             vanished: get(&self.vanished),
         }
@@ -59,22 +64,36 @@ impl Counters {
 /// A submitted entry's answer: its stream (by index), its id, the runtime's outcome.
 pub(crate) type Answer = (usize, String, Result<Applied, SubmitError>);
 
+/// A refused entry: its stream (by index), its id, why.
+pub(crate) type Refusal = (usize, String, SubmitError);
+
 /// Submitted entries awaiting their answers, and acknowledgements awaiting their XACK.
 pub(crate) struct InFlight {
     waiting: FuturesUnordered<BoxFuture<'static, Answer>>,
+    /// Entries awaiting an answer, per stream (by index).
+    per_stream: Vec<usize>,
     /// Ids to acknowledge, per stream (by index).
     pub acks: Vec<Vec<String>>,
-    /// The first refusal: reading stops, the refused entry stays pending.
-    pub refused: Option<(usize, String, SubmitError)>,
+    /// Refusals not yet looked at; their entries stay pending.
+    pub refused: Vec<Refusal>,
+    /// Per stream (by index): whether an entry was committed since the flag was cleared.
+    pub committed: Vec<bool>,
 }
 
 impl InFlight {
     pub fn new(streams: usize) -> Self {
         InFlight {
             waiting: FuturesUnordered::new(),
+            per_stream: vec![0; streams],
             acks: vec![Vec::new(); streams],
-            refused: None,
+            refused: Vec::new(),
+            committed: vec![false; streams],
         }
+    }
+
+    /// Entries of stream `index` submitted and not yet answered.
+    pub fn of_stream(&self, index: usize) -> usize {
+        self.per_stream.get(index).copied().unwrap_or(0)
     }
 
     /// Entries submitted and not yet answered.
@@ -92,6 +111,9 @@ impl InFlight {
     }
 
     pub fn push(&mut self, stream: usize, id: String, pending: Pending) {
+        if let Some(n) = self.per_stream.get_mut(stream) {
+            *n += 1;
+        }
         self.waiting
             .push(async move { (stream, id, pending.wait().await) }.boxed());
     }
@@ -127,20 +149,22 @@ impl InFlight {
     /// An answer: committed (or a redelivery the runtime recognised) is acknowledged; a
     /// refusal is kept, and its entry stays pending.
     fn settle(&mut self, (stream, id, outcome): Answer, counters: &Counters) {
+        if let Some(n) = self.per_stream.get_mut(stream) {
+            *n = n.saturating_sub(1);
+        }
         match outcome {
             Ok(Applied::Committed { .. } | Applied::Deprovisioned) => {
                 Counters::add(&counters.committed, 1);
+                if let Some(flag) = self.committed.get_mut(stream) {
+                    *flag = true;
+                }
                 self.ack(stream, id);
             }
             Ok(Applied::Skipped { .. }) => {
                 Counters::add(&counters.already_committed, 1);
                 self.ack(stream, id);
             }
-            Err(e) => {
-                if self.refused.is_none() {
-                    self.refused = Some((stream, id, e));
-                }
-            }
+            Err(e) => self.refused.push((stream, id, e)),
         }
     }
 }

@@ -18,10 +18,14 @@ pub(crate) struct Entry {
 /// One pending entry as XPENDING's extended form lists it.
 #[derive(Debug)]
 pub(crate) struct PendingEntry {
+    /// Its id.
+    pub id: String,
     /// The consumer holding it.
     pub consumer: String,
     /// Milliseconds since it was last delivered.
     pub idle_ms: u64,
+    /// How many times it was delivered (read or claimed with its fields).
+    pub deliveries: u64,
 }
 
 /// What XAUTOCLAIM answered.
@@ -101,7 +105,7 @@ fn entry(value: Value) -> Result<Entry, String> {
     Ok(Entry { id, fields })
 }
 
-fn entries(value: Value) -> Result<Vec<Entry>, String> {
+pub(crate) fn entries(value: Value) -> Result<Vec<Entry>, String> {
     match value {
         Value::Nil => Ok(Vec::new()),
         other => array(other)?.into_iter().map(entry).collect(),
@@ -167,14 +171,16 @@ pub(crate) fn pending_reply(value: Value) -> Result<Vec<PendingEntry>, String> {
         .into_iter()
         .map(|item| {
             let mut parts = array(item)?.into_iter();
-            let (Some(_id), Some(consumer), Some(idle), Some(_deliveries)) =
+            let (Some(id), Some(consumer), Some(idle), Some(deliveries)) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 return Err("a pending entry is not [id, consumer, idle, deliveries]".into());
             };
             Ok(PendingEntry {
+                id: text(id)?,
                 consumer: text(consumer)?,
                 idle_ms: integer(idle)?,
+                deliveries: integer(deliveries)?,
             })
         })
         .collect()
@@ -228,9 +234,11 @@ mod tests {
             s("1-0"),
             s("dead"),
             Value::Int(1500),
-            Value::Int(1),
+            Value::Int(3),
         ])]))
         .unwrap();
+        assert_eq!(pending[0].id, "1-0");
+        assert_eq!(pending[0].deliveries, 3);
         assert_eq!(pending[0].consumer, "dead");
         assert_eq!(pending[0].idle_ms, 1500);
     }

@@ -264,3 +264,16 @@ pub async fn pending_entries(
         .map(|(id, consumer, _idle, deliveries)| (id, consumer, deliveries))
         .collect()
 }
+
+/// Who holds the consumer lock of `stream` in `group` (`None` when no one does).
+pub async fn lock_holder(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Option<String> {
+    redis::cmd("GET")
+        .arg(crate::lock_key(stream, group))
+        .query_async(conn)
+        .await
+        .expect("GET the lock")
+}

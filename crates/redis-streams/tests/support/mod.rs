@@ -68,6 +68,12 @@ pub fn spawn(server: &RedisServer, config: StreamSourceConfig, handle: &RuntimeH
 }
 
 impl Running {
+    /// Ends the run as a crash would: no settling, no acknowledgement, no lock release.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Waits for the run to end by itself.
     pub async fn wait(self) -> Result<StreamReport, StreamSourceError> {
         self.task.await.expect("the source task does not panic")
