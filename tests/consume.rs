@@ -2,7 +2,8 @@
 //! `redis-server`: SIGKILLed four times while it holds entries in flight and publishing goes
 //! on, restarted each time, then stopped with SIGTERM. The store then holds exactly the rows
 //! of the model at the last sequence and nothing of the stream is left pending: no event lost
-//! (a gap would stop the query), none applied twice.
+//! (a gap would stop the query), none applied twice. And a second process on the same
+//! streams and group stands by, reading nothing, until the first stops.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use liveresults::{ResultStore, RocksStore, RocksStoreOptions};
 use liveresults_redis_streams::testing::{
-    connect, group_lag, pending_count, publish, wait_until, workload, RedisServer,
+    connect, group_lag, lock_holder, pending_count, publish, wait_until, workload, RedisServer,
 };
 use liveresults_runtime::testing::{model_values, store_rows};
 
@@ -31,11 +32,19 @@ impl Drop for Consumer {
 
 /// Starts the consumer and waits for its "consuming …" line (the store is open by then).
 fn start(redis_url: &str, data: &Path) -> Consumer {
+    let data = data.to_str().expect("a UTF-8 temp path");
+    start_with(redis_url, "c1", &["--data", data])
+}
+
+/// Starts `consumer` of `orders` with `store` (`--data DIR` or `--memory`) and waits for its
+/// "consuming …" line.
+fn start_with(redis_url: &str, consumer: &str, store: &[&str]) -> Consumer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_liveresults"))
         .args(["consume", "--redis-url", redis_url, "--query", "orders"])
-        .args(["--consumer", "c1", "--batch", "16", "--block-ms", "100"])
-        .args(["--claim-idle-ms", "500", "--data"])
-        .arg(data)
+        .args(["--consumer", consumer, "--batch", "16", "--block-ms", "100"])
+        // The restart after each SIGKILL waits for the killed run's lock to expire.
+        .args(["--claim-idle-ms", "500", "--lock-ttl-ms", "1000"])
+        .args(store)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -43,11 +52,43 @@ fn start(redis_url: &str, data: &Path) -> Consumer {
     let mut line = String::new();
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     stdout.read_line(&mut line).expect("read the first line");
+    let expected = format!("consuming orders-results as liveresults/{consumer}");
     assert!(
-        line.starts_with("consuming orders-results as liveresults/c1"),
+        line.starts_with(&expected),
         "unexpected first line {line:?}"
     );
     Consumer(child, stdout)
+}
+
+/// SIGTERM: a clean stop, exit 0; the summary line it printed.
+fn terminate(mut consumer: Consumer) -> String {
+    let term = Command::new("kill")
+        .args(["-TERM", &consumer.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success(), "kill -TERM failed: {term}");
+    let mut summary = String::new();
+    consumer
+        .1
+        .read_line(&mut summary)
+        .expect("read the summary");
+    let status = consumer.0.wait().expect("wait for the consumer");
+    assert!(status.success(), "consume exited with {status}");
+    assert!(summary.starts_with("consumed "), "{summary:?}");
+    summary
+}
+
+/// Waits until the group has read and acknowledged every entry of the stream.
+async fn wait_drained(server: &RedisServer) {
+    let conn = connect(server).await;
+    wait_until("everything read and acknowledged", PATIENCE, || {
+        let mut conn = conn.clone();
+        async move {
+            group_lag(&mut conn, "orders-results", GROUP).await == Some(0)
+                && pending_count(&mut conn, "orders-results", GROUP).await == 0
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +113,16 @@ async fn sigkill_mid_consume_and_restart_lose_no_event_and_apply_none_twice() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         });
+        // (Once it holds the lock: a restarted consumer waits for the killed one's lock to
+        // expire before it reads.)
+        let pid = format!("(pid {},", consumer.0.id());
         wait_until("the consumer holds entries in flight", PATIENCE, || {
-            let mut conn = conn.clone();
-            async move { pending_count(&mut conn, "orders-results", GROUP).await > 0 }
+            let (mut conn, pid) = (conn.clone(), pid.clone());
+            async move {
+                let holder = lock_holder(&mut conn, "orders-results", GROUP).await;
+                holder.is_some_and(|h| h.contains(&pid))
+                    && pending_count(&mut conn, "orders-results", GROUP).await > 0
+            }
         })
         .await;
         consumer.0.kill().expect("SIGKILL"); // mid-consume
@@ -82,28 +130,8 @@ async fn sigkill_mid_consume_and_restart_lose_no_event_and_apply_none_twice() {
         publisher.await.expect("publishing");
         consumer = start(&server.url(), &data);
     }
-    wait_until("everything read and acknowledged", PATIENCE, || {
-        let mut conn = conn.clone();
-        async move {
-            group_lag(&mut conn, "orders-results", GROUP).await == Some(0)
-                && pending_count(&mut conn, "orders-results", GROUP).await == 0
-        }
-    })
-    .await;
-    // SIGTERM: a clean stop, exit 0.
-    let term = Command::new("kill")
-        .args(["-TERM", &consumer.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(term.success(), "kill -TERM failed: {term}");
-    let mut summary = String::new();
-    consumer
-        .1
-        .read_line(&mut summary)
-        .expect("read the summary");
-    let status = consumer.0.wait().expect("wait for the consumer");
-    assert!(status.success(), "consume exited with {status}");
-    assert!(summary.starts_with("consumed "), "{summary:?}");
+    wait_drained(&server).await;
+    terminate(consumer);
 
     let store = RocksStore::open(&data, RocksStoreOptions::new())
         .await
@@ -113,4 +141,25 @@ async fn sigkill_mid_consume_and_restart_lose_no_event_and_apply_none_twice() {
     assert_eq!(store_rows(&store, "orders").await, model_values(&w.model));
     assert_eq!(info.row_count, w.model.len() as u64);
     store.close().await.expect("close the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_stands_by_until_the_first_stops() {
+    let server = RedisServer::start();
+    let mut conn = connect(&server).await;
+    let w = workload("orders", 300, 12);
+    publish(&mut conn, "orders-results", &w.entries[..100]).await;
+    let first = start_with(&server.url(), "a", &["--memory"]);
+    wait_drained(&server).await;
+    let second = start_with(&server.url(), "b", &["--memory"]);
+    publish(&mut conn, "orders-results", &w.entries[100..200]).await;
+    wait_drained(&server).await;
+    // The first read everything; the second, standing by, nothing.
+    let summary = terminate(first);
+    assert!(summary.starts_with("consumed 200 entries"), "{summary:?}");
+    // Stopped cleanly, the first released the lock: the second takes over.
+    publish(&mut conn, "orders-results", &w.entries[200..]).await;
+    wait_drained(&server).await;
+    let summary = terminate(second);
+    assert!(summary.starts_with("consumed 100 entries"), "{summary:?}");
 }

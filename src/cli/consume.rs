@@ -8,7 +8,8 @@ use std::time::Duration;
 use liveresults::runtime::Runtime;
 use liveresults::{MemoryStore, RocksStore, RocksStoreOptions};
 use liveresults_redis_streams::{
-    StreamSource, StreamSourceConfig, StreamSpec, DEFAULT_MAX_ENTRY_BYTES, MAX_BATCH,
+    StreamSource, StreamSourceConfig, StreamSpec, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_ENTRY_BYTES,
+    MAX_BATCH,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -48,9 +49,28 @@ pub struct Args {
     #[arg(long, default_value = "liveresults")]
     group: String,
     /// This consumer's name in the group. Keep it stable across restarts: what it read but
-    /// did not acknowledge is read again by the next run with the same name.
+    /// did not acknowledge is read again by the next run with the same name. Give stand-bys
+    /// (other processes consuming the same streams and group) other names.
     #[arg(long, default_value = "liveresults")]
     consumer: String,
+    /// Time-to-live of the lock that lets one consumer of the group read these streams, in
+    /// milliseconds (30 to 3,600,000); renewed every third of it. Another process consuming
+    /// the same streams and group waits as a stand-by and takes over when this one stops
+    /// (at once) or dies (when the lock expires, as does a restart after a crash).
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(30..=3_600_000))]
+    lock_ttl_ms: u64,
+    /// Deliveries after which an entry the runtime refuses for good (its query stopped by a
+    /// sequence gap, or deleted upstream) is moved to the dead-letter stream (1 to 1,000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DELIVERIES,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_deliveries: u32,
+    /// How long a stream pauses after the runtime refused one of its entries before trying
+    /// again, in milliseconds (1 to 3,600,000); doubles while refusals go on, up to a minute
+    /// (or this, if longer). The other streams go on meanwhile.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    refusal_pause_ms: u64,
     /// Most entries in flight (read, not yet acknowledged) over all streams (from the number
     /// of streams to 100,000).
     #[arg(long, default_value_t = 256, value_parser = in_range(1, MAX_BATCH))]
@@ -73,7 +93,7 @@ pub struct Args {
 }
 
 /// Consumes until Ctrl-C / SIGTERM (then what is in flight is committed and acknowledged)
-/// or until the runtime refuses an event or Redis refuses a command for good.
+/// or until Redis refuses a command for good. A refused event pauses its stream only.
 pub async fn run(args: Args) -> CliResult {
     let config = runtime_config(&args.pipeline)?;
     let mut streams = args.streams;
@@ -86,6 +106,9 @@ pub async fn run(args: Args) -> CliResult {
     source_config.block = Duration::from_millis(args.block_ms);
     source_config.claim_idle = Duration::from_millis(args.claim_idle_ms);
     source_config.max_entry_bytes = args.max_entry_bytes;
+    source_config.lock_ttl = Duration::from_millis(args.lock_ttl_ms);
+    source_config.max_deliveries = args.max_deliveries;
+    source_config.refusal_pause = Duration::from_millis(args.refusal_pause_ms);
     let source = StreamSource::new(&args.redis_url, source_config).map_err(|e| e.to_string())?;
     let store = match &args.data {
         Some(dir) if !args.memory => {
@@ -125,12 +148,13 @@ pub async fn run(args: Args) -> CliResult {
     closed?;
     println!(
         "consumed {} entries: {} committed, {} already committed, {} dead-lettered, {} claimed \
-         from stopped consumers",
+         from stopped consumers, {} refusals",
         report.read,
         report.committed,
         report.already_committed,
         report.dead_lettered,
-        report.claimed
+        report.claimed,
+        report.refused
     );
     Ok(())
 }
