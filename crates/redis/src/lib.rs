@@ -56,6 +56,19 @@
 //! - **Durability** is the server's: see [`FlushMode`] for what `flush` waits for (a round
 //!   trip, `WAIT` for replicas, or `WAITAOF`) and which server settings make an acknowledged
 //!   commit survive a power loss (`appendonly yes` + `appendfsync always`).
+//! - **Lease and fence state must never be lost.** Fencing is exactly as safe as the `:fence`
+//!   counters and `:lease` hashes: a server that forgets the latest `INCR` of a counter hands
+//!   the same token out again, and then two hosts hold "the" lease with equal tokens and both
+//!   write. A restart from an AOF written with `appendfsync everysec` (up to a second lost),
+//!   an RDB-only or persistence-less restart, an eviction, or a failover to a replica that had
+//!   not received the grant each do that. So, for hosts sharing a store: `appendonly yes` with
+//!   `appendfsync always`; `maxmemory-policy noeviction`, never `allkeys-*` (it may evict a
+//!   fence counter; `volatile-*` may evict live leases, which have a TTL — safe for fencing,
+//!   but their owners lose their queries early); and with replicas, writes must reach them
+//!   before they count (`WAIT`). This store sends `WAIT`/`WAITAOF` only in `flush`
+//!   ([`FlushMode`]), not after each lease grant, so replication alone does not protect the
+//!   tokens: do not let a replica that may lag be promoted automatically (Sentinel, Cluster
+//!   failover) while hosts share the store, or make sure it holds every acknowledged write.
 //! - **Leases with fencing tokens** ([`Leases`]): a lease is a hash with `PEXPIRE`, so it
 //!   expires on the server's clock; acquire, renew and release are small atomic scripts, and
 //!   tokens come from `INCR` of a per-query counter that clears and removals never touch, so
