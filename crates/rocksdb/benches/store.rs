@@ -158,11 +158,11 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     println!(
-        "liveresults store benchmark ({} cores, {ROW_BYTES}-byte rows, WAL on, no fsync)\n",
+        "liveresults store benchmark ({} cores, {ROW_BYTES}-byte rows, WAL on, no fsync unless stated)\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     if section("small") {
-        println!("Small commits (median of 5 alternating rounds; callers commit concurrently, each to its own query):\n");
+        println!("Small commits (median of 7 rounds, contenders in rotating order; callers commit concurrently, each to its own query):\n");
         small::small_commits().await;
     }
     if section("sync") {

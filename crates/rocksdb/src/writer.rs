@@ -7,7 +7,9 @@
 //! group (see `engine::group`): one WAL write and, with `sync_commits(true)`, one fsync for
 //! all of them. Under load the queue fills while a group is written, so groups grow exactly
 //! when it pays. Between groups the thread polls the queue for [`SPIN`] before it sleeps, so
-//! a caller committing back to back finds it awake and pays no wake-up.
+//! a caller committing back to back finds it awake and pays no wake-up. With
+//! `sync_commits(true)` a group smaller than the last one waits briefly for the callers the
+//! last group answered (see [`gather`]), so concurrent callers keep sharing fsyncs.
 //!
 //! Order: jobs are taken in queue order, and a clear or removal ends the group before it, so
 //! it applies after every commit queued before it and before every one queued after it;
@@ -32,12 +34,14 @@ use crate::owned::OwnedCommit;
 /// Jobs that may wait in the queue; a caller beyond that waits (asynchronously) for room.
 const QUEUE_JOBS: usize = 1024;
 /// Most commits written as one group.
-pub(crate) const MAX_GROUP_COMMITS: usize = 512;
+const MAX_GROUP_COMMITS: usize = 512;
 /// Bytes (rows and outbox payloads) after which a group takes no further commit, so one
 /// write stays a bounded amount of memory and latency.
 const MAX_GROUP_BYTES: usize = 16 << 20;
 /// How long the thread polls for the next job before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
+/// Longest a synced group waits for more commits (see [`gather`]).
+const SYNC_GATHER: Duration = Duration::from_micros(200);
 /// How long a committing caller polls for its answer before it sleeps.
 const ANSWER_POLL: Duration = Duration::from_micros(50);
 
@@ -91,9 +95,10 @@ impl Writer {
     pub(crate) fn spawn(engine: &Arc<Engine>) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_JOBS);
         let weak = Arc::downgrade(engine);
+        let sync = engine.options.sync_commits;
         std::thread::Builder::new()
             .name("liveresults-writer".into())
-            .spawn(move || run(&weak, rx))
+            .spawn(move || run(&weak, rx, sync))
             .map_err(|err| StoreError::Backend {
                 backend: "rocksdb",
                 class: ErrorClass::Permanent,
@@ -180,8 +185,9 @@ async fn answered<T>(
     answer.await.map_err(|_| StoreError::Closed)?
 }
 
-fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>) {
+fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>, sync: bool) {
     let mut carried = None;
+    let mut pace = Pace::default();
     let mut group: Vec<CommitJob> = Vec::new();
     loop {
         let job = match carried.take() {
@@ -194,21 +200,8 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>) {
         // Answers dropped unsent (the engine is gone) reach their callers as `Closed`.
         match job {
             Job::Commit(first) => {
-                let mut bytes = first.commit.weight();
                 group.push(first);
-                while group.len() < MAX_GROUP_COMMITS && bytes < MAX_GROUP_BYTES {
-                    match rx.try_recv() {
-                        Ok(Job::Commit(job)) => {
-                            bytes = bytes.saturating_add(job.commit.weight());
-                            group.push(job);
-                        }
-                        Ok(other) => {
-                            carried = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                carried = gather(&mut rx, &mut group, sync.then_some(&mut pace));
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
@@ -216,7 +209,9 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>) {
                     .iter()
                     .map(|job| (job.query_id.as_str(), &job.commit))
                     .collect();
+                let started = Instant::now();
                 let results = engine.commit_group(&commits);
+                pace.record(commits.len(), started.elapsed());
                 drop(commits);
                 drop(engine);
                 for (job, result) in group.drain(..).zip(results) {
@@ -248,6 +243,57 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// What the last group was like, for gathering the next one under `sync_commits(true)`.
+#[derive(Default)]
+struct Pace {
+    commits: usize,
+    took: Duration,
+}
+
+impl Pace {
+    fn record(&mut self, commits: usize, took: Duration) {
+        self.commits = commits;
+        self.took = took;
+    }
+}
+
+/// Adds every commit queued now to `group` (up to the group limits); returns a clear,
+/// removal or stop met on the way, which ends the group.
+///
+/// With `pace` (fsync per group), a group smaller than the last one waits a little for the
+/// rest: the callers answered by the last group are usually just submitting their next
+/// commit, and one fsync costs far more than the wait. The wait is at most [`SYNC_GATHER`]
+/// and at most half of what the last group took, and ends as soon as the group is as large
+/// as the last one; a lone caller (groups of one) never waits.
+fn gather(
+    rx: &mut mpsc::Receiver<Job>,
+    group: &mut Vec<CommitJob>,
+    pace: Option<&mut Pace>,
+) -> Option<Job> {
+    let mut bytes: usize = group.iter().map(|job| job.commit.weight()).sum();
+    let (target, until) = match pace {
+        Some(pace) => (
+            pace.commits,
+            Instant::now() + SYNC_GATHER.min(pace.took / 2),
+        ),
+        None => (0, Instant::now()),
+    };
+    while group.len() < MAX_GROUP_COMMITS && bytes < MAX_GROUP_BYTES {
+        match rx.try_recv() {
+            Ok(Job::Commit(job)) => {
+                bytes = bytes.saturating_add(job.commit.weight());
+                group.push(job);
+            }
+            Ok(other) => return Some(other),
+            Err(TryRecvError::Empty) if group.len() < target && Instant::now() < until => {
+                std::thread::yield_now();
+            }
+            Err(_) => break,
+        }
+    }
+    None
 }
 
 /// The next job: polled for [`SPIN`] (yielding the core to anyone who needs it), then waited

@@ -205,6 +205,48 @@ fn run_raw(
     t.elapsed().as_secs_f64()
 }
 
+/// The contenders of the small-commit table, in column order.
+#[derive(Clone, Copy)]
+enum Contender {
+    StoreApply,
+    StoreSequenced,
+    Drasi,
+    Raw,
+}
+
+const CONTENDERS: [Contender; 4] = [
+    Contender::StoreApply,
+    Contender::StoreSequenced,
+    Contender::Drasi,
+    Contender::Raw,
+];
+
+/// Seconds one contender takes, each on a fresh database with the store's options.
+async fn run_contender(contender: Contender, batch: usize, callers: usize, commits: u64) -> f64 {
+    let opts = RocksStoreOptions::new();
+    let dir = scratch_dir();
+    match contender {
+        Contender::StoreApply | Contender::StoreSequenced => {
+            let call = match contender {
+                Contender::StoreApply => StoreCall::Apply,
+                _ => StoreCall::Sequenced,
+            };
+            let store = RocksStore::open(dir.path(), opts).await.unwrap();
+            let seconds = run_store(&store, call, batch, callers, commits).await;
+            store.close().await.unwrap();
+            seconds
+        }
+        Contender::Drasi => {
+            let drasi = DrasiPattern::open(dir.path(), &opts, false);
+            run_drasi(&drasi, batch, callers, commits).await
+        }
+        Contender::Raw => {
+            let db = open_raw(dir.path(), &opts);
+            run_raw(&db, batch, callers, commits, false, false)
+        }
+    }
+}
+
 /// Whether the comma-separated list in environment variable `var` names `n` (unset: all).
 fn picked(var: &str, n: usize) -> bool {
     std::env::var(var).map_or(true, |list| {
@@ -213,7 +255,7 @@ fn picked(var: &str, n: usize) -> bool {
 }
 
 /// Alternating rounds per configuration.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 /// Prints the small-commit table: batch 1, 10, 100, 1000 with one caller and with 8.
 pub async fn small_commits() {
@@ -236,25 +278,17 @@ pub async fn small_commits() {
             let rows = (commits * (batch * callers) as u64) as f64;
             let (mut apply, mut seq, mut drasi, mut raw) = (vec![], vec![], vec![], vec![]);
             let (mut vs_drasi, mut vs_raw) = (vec![], vec![]);
-            for _ in 0..ROUNDS {
-                let opts = RocksStoreOptions::new();
-                let dir = scratch_dir();
-                let store = RocksStore::open(dir.path(), opts.clone()).await.unwrap();
-                let a = rows / run_store(&store, StoreCall::Apply, batch, callers, commits).await;
-                store.close().await.unwrap();
-                let dir = scratch_dir();
-                let drasi_db = DrasiPattern::open(dir.path(), &opts, false);
-                let d = rows / run_drasi(&drasi_db, batch, callers, commits).await;
-                drop(drasi_db);
-                let dir = scratch_dir();
-                let db = open_raw(dir.path(), &opts);
-                let r = rows / run_raw(&db, batch, callers, commits, false, false);
-                drop(db);
-                let dir = scratch_dir();
-                let store = RocksStore::open(dir.path(), opts.clone()).await.unwrap();
-                let s =
-                    rows / run_store(&store, StoreCall::Sequenced, batch, callers, commits).await;
-                store.close().await.unwrap();
+            for round in 0..ROUNDS {
+                // Each round runs the contenders in another order, so none always goes first
+                // (onto a cold machine) or last.
+                let mut order = CONTENDERS;
+                order.rotate_left(round % CONTENDERS.len());
+                let mut rates = [0.0; 4];
+                for contender in order {
+                    rates[contender as usize] =
+                        rows / run_contender(contender, batch, callers, commits).await;
+                }
+                let [a, s, d, r] = rates;
                 apply.push(a);
                 seq.push(s);
                 drasi.push(d);
@@ -282,29 +316,48 @@ pub async fn synced_commits() {
     const CALLERS: usize = 8;
     const COMMITS: u64 = 100;
     let rows = (CALLERS as u64 * COMMITS) as f64;
-    let (mut store_rates, mut drasi_rates, mut each_rates, mut ratios) =
-        (vec![], vec![], vec![], vec![]);
-    for _ in 0..3 {
-        let opts = RocksStoreOptions::new().sync_commits(true);
-        let dir = scratch_dir();
-        let store = RocksStore::open(dir.path(), opts.clone()).await.unwrap();
-        let s = rows / run_store(&store, StoreCall::Sequenced, 1, CALLERS, COMMITS).await;
-        store.close().await.unwrap();
-        let dir = scratch_dir();
-        let db = open_raw(dir.path(), &opts);
-        let e = rows / run_raw(&db, 1, CALLERS, COMMITS, true, true);
-        drop(db);
-        let dir = scratch_dir();
-        let drasi = DrasiPattern::open(dir.path(), &opts, true);
-        let d = rows / run_drasi(&drasi, 1, CALLERS, COMMITS).await;
-        drop(drasi);
+    const SYNC_ROUNDS: usize = 5;
+    let (mut store_rates, mut drasi_rates, mut each_rates) = (vec![], vec![], vec![]);
+    let (mut ratios, mut vs_drasi) = (vec![], vec![]);
+    for round in 0..SYNC_ROUNDS {
+        let mut order = [0usize, 1, 2];
+        order.rotate_left(round % 3);
+        let mut rates = [0.0; 3];
+        for contender in order {
+            let opts = RocksStoreOptions::new().sync_commits(true);
+            let dir = scratch_dir();
+            rates[contender] = rows
+                / match contender {
+                    0 => {
+                        let store = RocksStore::open(dir.path(), opts).await.unwrap();
+                        let seconds =
+                            run_store(&store, StoreCall::Sequenced, 1, CALLERS, COMMITS).await;
+                        store.close().await.unwrap();
+                        seconds
+                    }
+                    1 => {
+                        let drasi = DrasiPattern::open(dir.path(), &opts, true);
+                        run_drasi(&drasi, 1, CALLERS, COMMITS).await
+                    }
+                    _ => run_raw(
+                        &open_raw(dir.path(), &opts),
+                        1,
+                        CALLERS,
+                        COMMITS,
+                        true,
+                        true,
+                    ),
+                };
+        }
+        let [s, d, e] = rates;
         store_rates.push(s);
-        each_rates.push(e);
         drasi_rates.push(d);
+        each_rates.push(e);
         ratios.push(s / e);
+        vs_drasi.push(s / d);
     }
     println!(
-        "\n| sync_commits(true), batch 1, {CALLERS} concurrent callers (median of 3) | commits/s |"
+        "\n| sync_commits(true), batch 1, {CALLERS} concurrent callers (median of {SYNC_ROUNDS} rounds, rotating order) | commits/s |"
     );
     println!("|---|---|");
     println!(
@@ -323,4 +376,5 @@ pub async fn synced_commits() {
         "| **store / one fsync per commit** | **{:.1}×** |",
         median(ratios)
     );
+    println!("| store / Drasi's pattern | {:.1}× |", median(vs_drasi));
 }
