@@ -148,17 +148,6 @@ impl Engine {
         }
     }
 
-    /// Loads what a query's first commit needs on the calling thread: its handle (meta
-    /// record, outbox window, removed marker) and its index (built inline for a small query,
-    /// its background rebuild started for a large one). Done on the blocking pool before the
-    /// commit is queued, so the writer thread, which every query's commits share, does not
-    /// stall on a query's cold reads after a reopen.
-    pub(crate) fn prepare_writer(&self, query_id: &str) -> Result<(), StoreError> {
-        let handle = self.writer_handle(query_id)?;
-        let mut state = handle.state.lock().map_err(poisoned)?;
-        self.ensure_index(&handle, &mut state)
-    }
-
     /// Caches a handle: of a query with a meta record (`stored`), or of a new one.
     fn insert_handle(
         &self,

@@ -144,12 +144,6 @@ impl ResultStore for RocksStore {
         // One process owns a RocksDB directory, so no lease can be live and no token valid.
         check_fence(query_id, commit.fence, None)?;
         let owned = OwnedCommit::new(&commit);
-        if self.engine.cached(query_id).is_none() {
-            let id = query_id.to_owned();
-            self.blocking(Line::Write, move |engine| engine.prepare_writer(&id))
-                .instrument(span.clone())
-                .await?;
-        }
         self.writer
             .commit(query_id.to_owned(), owned)
             .instrument(span)

@@ -210,7 +210,8 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>, sync: bool) {
                     .map(|job| (job.query_id.as_str(), &job.commit))
                     .collect();
                 let started = Instant::now();
-                let results = engine.commit_group(&commits);
+                let results = guarded(|| engine.commit_group(&commits))
+                    .unwrap_or_else(|err| commits.iter().map(|_| Err(panicked(&err))).collect());
                 pace.record(commits.len(), started.elapsed());
                 drop(commits);
                 drop(engine);
@@ -222,7 +223,8 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>, sync: bool) {
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                let result = engine.clear(&query_id);
+                let result =
+                    guarded(|| engine.clear(&query_id)).unwrap_or_else(|e| Err(panicked(&e)));
                 drop(engine);
                 let _ = reply.send(result);
             }
@@ -230,7 +232,8 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>, sync: bool) {
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                let result = engine.remove(&query_id);
+                let result =
+                    guarded(|| engine.remove(&query_id)).unwrap_or_else(|e| Err(panicked(&e)));
                 drop(engine);
                 let _ = reply.send(result);
             }
@@ -242,6 +245,27 @@ fn run(engine: &Weak<Engine>, mut rx: mpsc::Receiver<Job>, sync: bool) {
                 return;
             }
         }
+    }
+}
+
+/// Runs one job, catching a panic so that it fails that job (as a panic on the blocking
+/// pool did before there was a writer thread) instead of ending the thread and with it every
+/// later commit. Locks the job held are poisoned and say so to later jobs that take them.
+fn guarded<T>(job: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
+}
+
+fn panicked(message: &str) -> StoreError {
+    StoreError::Backend {
+        backend: "rocksdb",
+        class: ErrorClass::Permanent,
+        message: format!("the store's writer panicked: {message}"),
     }
 }
 
@@ -307,5 +331,23 @@ fn next_job(rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
             Err(TryRecvError::Empty) if start.elapsed() < SPIN => std::thread::yield_now(),
             Err(TryRecvError::Empty) => return rx.blocking_recv(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking job becomes that job's error, and the thread's loop goes on.
+    #[test]
+    fn a_panicking_job_fails_alone() {
+        let err = guarded(|| -> u32 { panic!("boom") }).unwrap_err();
+        assert_eq!(err, "boom");
+        let err = panicked(&err);
+        assert!(
+            !err.is_transient() && err.to_string().contains("boom"),
+            "{err}"
+        );
+        assert_eq!(guarded(|| 7), Ok(7));
     }
 }
