@@ -49,8 +49,11 @@ fn line(sequence: u64) -> String {
 
 /// Rows per chunk number, and the snapshot's sequence.
 async fn snapshot(http: &reqwest::Client, url: &str) -> (Option<u64>, BTreeMap<u64, u64>) {
+    // The query grows every round (tens of millions of rows by round 80 of 100), so reading
+    // it whole takes far longer than the client's 30 s budget for a POST.
     let r = http
         .get(format!("{url}/queries/q/snapshot"))
+        .timeout(Duration::from_secs(900))
         .send()
         .await
         .unwrap();

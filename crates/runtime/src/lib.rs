@@ -42,9 +42,9 @@ mod retry;
 mod runtime;
 mod source;
 mod status;
-mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod worker;
 
 pub use config::{
     Backpressure, HostIdentity, QueryConfig, RecoveryPolicy, RetryPolicy, RuntimeConfig,
