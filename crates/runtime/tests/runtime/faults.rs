@@ -1,7 +1,7 @@
 //! Store faults injected through a wrapping store: transient errors are retried, permanent
 //! ones stop the query with a classified reason.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,10 @@ struct Faulty {
     /// Commits that are applied, then reported as transient failures (a timeout after the
     /// write landed).
     land_then_fail: AtomicUsize,
+    /// Set: the commit that lands then fails also fences every later attempt (the lease moved
+    /// while its reply was lost).
+    fence_after_landing: AtomicBool,
+    fenced: AtomicBool,
 }
 
 impl Faulty {
@@ -35,6 +39,8 @@ impl Faulty {
             class,
             attempts: AtomicUsize::new(0),
             land_then_fail: AtomicUsize::new(0),
+            fence_after_landing: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
         }
     }
 }
@@ -47,6 +53,13 @@ impl ResultStore for Faulty {
         commit: Commit<'_>,
     ) -> Result<CommitReceipt, StoreError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced {
+                query_id: query_id.to_owned(),
+                fence: commit.fence,
+                live: Some(("other-host".into(), 2)),
+            });
+        }
         let left = self.fail_commits.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_commits.store(left - 1, Ordering::SeqCst);
@@ -59,6 +72,9 @@ impl ResultStore for Faulty {
         let receipt = self.inner.commit(query_id, commit).await?;
         if self.land_then_fail.load(Ordering::SeqCst) > 0 {
             self.land_then_fail.fetch_sub(1, Ordering::SeqCst);
+            if self.fence_after_landing.load(Ordering::SeqCst) {
+                self.fenced.store(true, Ordering::SeqCst);
+            }
             return Err(StoreError::Backend {
                 backend: "faulty",
                 class: ErrorClass::Transient,
@@ -233,6 +249,31 @@ async fn a_failed_attempt_that_landed_counts_as_committed() {
     assert_eq!((status.sequence, status.row_count), (Some(2), 2));
     h.submit_and_wait(lib_add("q", 3, 3, 3)).await.unwrap();
     assert_eq!(stored_sequence(&store.inner, "q").await, Some(3));
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_landed_attempt_whose_retry_is_fenced_counts_as_committed() {
+    // The first attempt lands, its reply is lost, and meanwhile the lease moved: the retry is
+    // fenced. The commit is in the store, so it must be reported as committed (sequence 2),
+    // not as "nothing committed"; the next commit is the one the fence refuses.
+    let store = Arc::new(Faulty::new(0, ErrorClass::Transient));
+    let rt = run(&store, fast_retry(4)).await;
+    let h = rt.handle();
+    h.submit_and_wait(lib_add("q", 1, 1, 1)).await.unwrap();
+    store.land_then_fail.store(1, Ordering::SeqCst);
+    store.fence_after_landing.store(true, Ordering::SeqCst);
+    assert_eq!(
+        h.submit_and_wait(lib_add("q", 2, 2, 2)).await.unwrap(),
+        Applied::Committed { sequence: 2 }
+    );
+    assert_eq!(stored_sequence(&store.inner, "q").await, Some(2));
+    let refused = h.submit_and_wait(lib_add("q", 3, 3, 3)).await.unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::QueryStopped { .. }),
+        "{refused}"
+    );
+    assert_eq!(stored_sequence(&store.inner, "q").await, Some(2));
     rt.shutdown().await.unwrap();
 }
 
