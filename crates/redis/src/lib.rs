@@ -36,7 +36,8 @@
 //! - **O(1) `clear` for the caller**: a script bumps the epoch, resets the meta hash and
 //!   `RENAME`s the rows, outbox, change log and checkpoints to fresh trash keys (O(1) whatever
 //!   their size); the caller then `UNLINK`s them, which frees them on a background thread.
-//!   Trash a caller could not unlink (it died in between) is unlinked by the next clear.
+//!   Trash a caller could not unlink (it died in between) is unlinked by the next clear, and
+//!   every handle sweeps what is left in the background when it connects.
 //!   `remove_query` works the same way and leaves only the meta hash's `epoch` (and `ver`),
 //!   so a query re-created under the same id starts at an epoch the removed one never used.
 //! - **Point-in-time snapshots without blocking the server**: `HSCAN` in batches plus a replay

@@ -29,6 +29,7 @@ mod clear;
 mod lease;
 mod notices;
 mod remove;
+mod sweep;
 
 use notices::Notices;
 
@@ -129,7 +130,7 @@ impl RedisStore {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(RedisStore {
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 options,
@@ -142,7 +143,9 @@ impl RedisStore {
                 notice_channel,
                 notices,
             }),
-        })
+        };
+        store.spawn_sweep();
+        Ok(store)
     }
 
     /// Flushes (see [`FlushMode`]) and closes this handle: further calls on any clone fail

@@ -7,7 +7,8 @@
 //! checkpoints and snapshot readers to fresh trash keys — O(1) whatever their size — and turns
 //! the meta hash into the removed marker that keeps the query's epochs from being reused. The
 //! caller then `UNLINK`s the trash, which frees it on a background thread, exactly as after a
-//! clear; trash a caller could not unlink is unlinked by the next clear or removal.
+//! clear; trash a caller could not unlink is unlinked by the next clear or removal, or swept by the
+//! next handle that connects (a purged query may never see another clear; see `sweep`).
 //!
 //! The id stays in the query index (`<ns>:queries`). The index lives in another Cluster slot,
 //! so the script cannot remove it atomically, and a handle that registered the id before
