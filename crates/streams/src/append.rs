@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::Engine;
+use crate::engine::{contended, is_conflict, Engine, MAX_ATTEMPTS};
 use crate::error::StreamError;
 use crate::json;
 use crate::meta::{media_type, ProducerState, ProducerTuple, StreamMeta};
@@ -109,11 +109,27 @@ fn check_producer(state: Option<ProducerState>, p: &ProducerTuple) -> Result<Ver
 }
 
 impl Engine {
-    /// Appends to (and/or closes) `name`.
+    /// Appends to (and/or closes) `name`. On a shared store an append another host beat to
+    /// the write is decided again on the reloaded stream (so a producer's retry through
+    /// another host is a duplicate, never a second copy).
     pub async fn append(
         &self,
         name: &str,
         request: AppendRequest,
+    ) -> Result<Appended, StreamError> {
+        for _ in 0..MAX_ATTEMPTS {
+            match self.append_once(name, &request).await {
+                Err(e) if is_conflict(&e) => continue,
+                other => return other,
+            }
+        }
+        Err(contended(name))
+    }
+
+    async fn append_once(
+        &self,
+        name: &str,
+        request: &AppendRequest,
     ) -> Result<Appended, StreamError> {
         let (slot, _) = self.lookup(name, true).await?;
         let _guard = slot.lock().await;
@@ -146,7 +162,7 @@ impl Engine {
             }
             return Err(StreamError::Closed { tail: meta.tail });
         }
-        let record = self.append_record(&meta, &request)?;
+        let record = self.append_record(&meta, request)?;
         let mut producer = None;
         if let Some(p) = &request.producer {
             let state = self.store.producer(meta.id, &p.id).await?;
@@ -171,6 +187,7 @@ impl Engine {
         }
         let mut next = (*meta).clone();
         let mut set = WriteSet::default();
+        set.expected.push((name.to_owned(), Some((*meta).clone())));
         let appended = record.is_some();
         if let Some(bytes) = record {
             let end = next.tail.saturating_add(bytes.len() as u64);
@@ -200,7 +217,7 @@ impl Engine {
             set.producers.push((meta.id, p.id.clone(), state));
         }
         set.metas.push((name.to_owned(), Some(next.clone())));
-        self.store.write(set).await?;
+        self.commit(set).await?;
         slot.publish(Some(next));
         let meta = slot
             .meta()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::{expired, Engine, MAX_FORK_DEPTH};
+use crate::engine::{contended, expired, is_conflict, Engine, MAX_ATTEMPTS, MAX_FORK_DEPTH};
 use crate::error::StreamError;
 use crate::json;
 use crate::meta::{is_json, media_type, normalize_content_type, ForkOf, StreamMeta};
@@ -76,12 +76,34 @@ fn same_config(meta: &StreamMeta, request: &CreateRequest) -> bool {
 }
 
 impl Engine {
-    /// Creates `name` (`PUT`), or confirms it exists with the same configuration.
+    /// Creates `name` (`PUT`), or confirms it exists with the same configuration. On a shared
+    /// store a create another host beat to the write (same name, same id, or the fork
+    /// source's count) is decided again on the reloaded state.
     pub async fn create(&self, name: &str, request: CreateRequest) -> Result<Created, StreamError> {
+        for _ in 0..MAX_ATTEMPTS {
+            match self.create_once(name, &request).await {
+                Err(e) if is_conflict(&e) => continue,
+                other => return other,
+            }
+        }
+        Err(contended(name))
+    }
+
+    async fn create_once(
+        &self,
+        name: &str,
+        request: &CreateRequest,
+    ) -> Result<Created, StreamError> {
         if request.ttl_secs.is_some() && request.expires_at_ms.is_some() {
             return Err(StreamError::BadRequest(
                 "send Stream-TTL or Stream-Expires-At, not both".into(),
             ));
+        }
+        // A shared store: see the name (and the fork source) as stored now, not as this host
+        // last saw it — an answer given from the cache alone would not be checked by a write.
+        self.refresh(name).await?;
+        if let Some(fork) = &request.fork {
+            self.refresh(&fork.source).await?;
         }
         let mut next_id = self.structure.lock().await;
         if let Some(slot) = self.slot(name) {
@@ -98,7 +120,7 @@ impl Engine {
                      free until they are deleted"
                 )));
             }
-            return if same_config(&meta, &request) {
+            return if same_config(&meta, request) {
                 Ok(Created::Existing(meta))
             } else {
                 Err(StreamError::Conflict(format!(
@@ -110,6 +132,8 @@ impl Engine {
         let now = now_ms();
         let mut set = WriteSet {
             next_id: Some(id.saturating_add(1)),
+            expected: vec![(name.to_owned(), None)],
+            expected_next_id: Some(id),
             ..WriteSet::default()
         };
         let mut meta = StreamMeta {
@@ -159,6 +183,8 @@ impl Engine {
                 anchor_given: fork.offset.is_some(),
                 sub_offset: fork.sub_offset,
             });
+            set.expected
+                .push((fork.source.clone(), Some((*source).clone())));
             let mut source = (*source).clone();
             source.forks = source.forks.saturating_add(1);
             set.metas.push((fork.source.clone(), Some(source.clone())));
@@ -188,7 +214,13 @@ impl Engine {
             meta.tail = end;
         }
         set.metas.push((name.to_owned(), Some(meta.clone())));
-        self.store.write(set).await?;
+        if let Err(e) = self.commit(set).await {
+            if is_conflict(&e) {
+                // Perhaps another host handed out this id: continue from the stored one.
+                *next_id = self.store.load_next_id().await?;
+            }
+            return Err(e);
+        }
         *next_id = id.saturating_add(1);
         if let Some((slot, guard, source)) = source_update {
             slot.publish(Some(source));

@@ -9,6 +9,17 @@
 //! A slot publishes its meta through a `watch` channel after the store has applied the change,
 //! so a reader that sees a tail can read every byte before it, and live readers wake on the
 //! commit that concerns them (a fork's readers never wake for its source's appends).
+//!
+//! **Shared stores** ([`StreamStore::shared`], Redis behind several hosts): the cache is then
+//! only this host's last view, so (1) every write carries the metas it was decided on
+//! ([`WriteSet::expected`]) and the store refuses it with a conflict if another host wrote
+//! first; the engine reloads those streams and decides again (idempotent producers included:
+//! the retry sees the other host's producer state), at most [`MAX_ATTEMPTS`] times; (2) every
+//! request reloads its stream's meta first ([`Engine::refresh`]: load on miss, deletions and
+//! re-creations elsewhere, the latest tail), under the slot's write lock, so what a slot
+//! publishes only moves forward; (3) the `follow` module applies the store's change notices,
+//! which wakes readers parked here when another host appends, and re-checks watched streams
+//! every second in case a notice was lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +36,23 @@ use crate::time::now_ms;
 /// read whatever clients create.
 pub const MAX_FORK_DEPTH: usize = 64;
 
+/// Attempts of one operation on a shared store whose writes other hosts keep beating (each
+/// lost attempt means another host's write went through, so this runs out only under
+/// pathological contention; then the client gets 503 and retries).
+pub const MAX_ATTEMPTS: usize = 64;
+
+/// Whether `err` is a shared store's write conflict (the operation is decided again).
+pub(crate) fn is_conflict(err: &StreamError) -> bool {
+    matches!(err, StreamError::Store(e) if e.is_conflict())
+}
+
+/// The error of an operation that lost [`MAX_ATTEMPTS`] conflicts in a row.
+pub(crate) fn contended(name: &str) -> StreamError {
+    StreamError::Store(StoreError::Backend(format!(
+        "stream {name:?}: other hosts kept changing it first ({MAX_ATTEMPTS} attempts); retry"
+    )))
+}
+
 /// One stream name's state.
 pub struct Slot {
     /// The stream's name.
@@ -35,6 +63,14 @@ pub struct Slot {
     state: watch::Sender<Option<Arc<StreamMeta>>>,
     /// Latest read that counts for the TTL, not yet persisted (milliseconds).
     touched_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Slot {
@@ -63,6 +99,11 @@ impl Slot {
 
     pub(crate) async fn lock(&self) -> OwnedMutexGuard<()> {
         Arc::clone(&self.write).lock_owned().await
+    }
+
+    /// Whether live readers wait on this stream (they subscribed to its commits).
+    pub(crate) fn watched(&self) -> bool {
+        self.state.receiver_count() > 0
     }
 
     /// Records a read at `now` for the sliding TTL.
@@ -96,6 +137,8 @@ pub fn expired(slot: &Slot, meta: &StreamMeta, now: u64) -> bool {
 /// The engine. See the module docs.
 pub struct Engine {
     pub(crate) store: Arc<dyn StreamStore>,
+    /// [`StreamStore::shared`], read once.
+    shared: bool,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     /// Serializes operations that change several streams; holds the next stream id.
     pub(crate) structure: Mutex<u64>,
@@ -109,6 +152,7 @@ impl Engine {
             .map(|(name, meta)| (name.clone(), Slot::new(name, meta)))
             .collect();
         Ok(Engine {
+            shared: store.shared(),
             store,
             slots: RwLock::new(slots),
             structure: Mutex::new(loaded.next_id),
@@ -142,6 +186,154 @@ impl Engine {
         }
     }
 
+    /// Applies `set` (through [`StreamStore::write`]). On a shared store's conflict it reloads
+    /// every stream the set expected — the caller holds the slot locks of those that have
+    /// slots — and returns the conflict, for the caller to decide again.
+    pub(crate) async fn commit(&self, set: WriteSet) -> Result<(), StreamError> {
+        let expected: Vec<String> = if self.shared {
+            set.expected.iter().map(|(name, _)| name.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        match self.store.write(set).await {
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(streams = ?expected, "another host wrote first; reloading");
+                let fresh = self.store.load_metas(&expected).await?;
+                for (name, meta) in expected.iter().zip(fresh) {
+                    self.apply(name, meta);
+                }
+                Err(e.into())
+            }
+            other => other.map_err(StreamError::from),
+        }
+    }
+
+    /// Makes the engine hold `fresh`, the stored meta of `name`: a new slot for a stream
+    /// created elsewhere, removal (readers see `None`) of one deleted elsewhere, a fresh slot
+    /// for a name deleted and created again (a different id: its old readers must not read
+    /// the new stream's bytes at their offsets), else the new meta if it differs. Callers
+    /// serialize this with the stream's writers (its slot lock, or the structure lock when it
+    /// has no slot), so what a slot publishes only moves forward.
+    fn apply(&self, name: &str, fresh: Option<StreamMeta>) {
+        let mut slots = self
+            .slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = slots.get(name).cloned();
+        match (current, fresh) {
+            (None, None) => {}
+            (None, Some(meta)) => {
+                slots.insert(name.to_owned(), Slot::new(name.to_owned(), meta));
+            }
+            (Some(slot), None) => {
+                slots.remove(name);
+                slot.publish(None);
+            }
+            (Some(slot), Some(meta)) => match slot.meta() {
+                Some(held) if held.id == meta.id => {
+                    if *held != meta {
+                        slot.publish(Some(meta));
+                    }
+                }
+                _ => {
+                    slots.insert(name.to_owned(), Slot::new(name.to_owned(), meta));
+                    slot.publish(None);
+                }
+            },
+        }
+    }
+
+    /// Shared stores: brings `name` up to date with the store (see [`Engine::apply`]), under
+    /// its slot's write lock (the structure lock when there is no slot, so a create on this
+    /// host cannot interleave). A fork whose source this host does not know loads the source
+    /// too. A no-op for single-writer stores.
+    pub async fn refresh(&self, name: &str) -> Result<(), StoreError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let mut name = name.to_owned();
+        for _ in 0..MAX_FORK_DEPTH {
+            let fresh = self.refresh_one(&name).await?;
+            match fresh.and_then(|m| m.fork.clone()) {
+                Some(fork) if self.slot(&fork.source).is_none() => name = fork.source,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_one(&self, name: &str) -> Result<Option<Arc<StreamMeta>>, StoreError> {
+        let names = [name.to_owned()];
+        for _ in 0..MAX_ATTEMPTS {
+            match self.slot(name) {
+                Some(slot) => {
+                    let _guard = slot.lock().await;
+                    // Replaced while this waited: lock the current one instead.
+                    if !self.slot(name).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+                        continue;
+                    }
+                    let fresh = self.store.load_metas(&names).await?.pop().flatten();
+                    self.apply(name, fresh);
+                }
+                None => {
+                    let _structure = self.structure.lock().await;
+                    if self.slot(name).is_some() {
+                        continue;
+                    }
+                    let fresh = self.store.load_metas(&names).await?.pop().flatten();
+                    self.apply(name, fresh);
+                }
+            }
+            return Ok(self.slot(name).and_then(|s| s.meta()));
+        }
+        Ok(self.slot(name).and_then(|s| s.meta()))
+    }
+
+    /// Shared stores: refreshes every stream whose stored meta differs from this host's view
+    /// (one read for all of them, then [`Engine::refresh`] for each that differs). `all`:
+    /// every stream, including ones this host has never heard of (after lost notices);
+    /// otherwise only the streams live readers wait on (the fallback for a lost notice).
+    pub async fn recheck(&self, all: bool) -> Result<usize, StoreError> {
+        if !self.shared {
+            return Ok(0);
+        }
+        let mut stale = Vec::new();
+        if all {
+            let loaded = self.store.load().await?;
+            let mut cached: HashMap<String, Option<Arc<StreamMeta>>> = (self.all_slots())
+                .into_iter()
+                .map(|s| (s.name.clone(), s.meta()))
+                .collect();
+            for (name, meta) in loaded.streams {
+                match cached.remove(&name).flatten() {
+                    Some(held) if *held == meta => {}
+                    _ => stale.push(name),
+                }
+            }
+            stale.extend(cached.into_keys());
+        } else {
+            let watched: Vec<Arc<Slot>> = self
+                .all_slots()
+                .into_iter()
+                .filter(|s| s.watched())
+                .collect();
+            if watched.is_empty() {
+                return Ok(0);
+            }
+            let names: Vec<String> = watched.iter().map(|s| s.name.clone()).collect();
+            let fresh = self.store.load_metas(&names).await?;
+            for (slot, meta) in watched.iter().zip(fresh) {
+                if slot.meta().as_deref() != meta.as_ref() {
+                    stale.push(slot.name.clone());
+                }
+            }
+        }
+        for name in &stale {
+            self.refresh(name).await?;
+        }
+        Ok(stale.len())
+    }
+
     /// Every slot (for the expiry sweep).
     pub fn all_slots(&self) -> Vec<Arc<Slot>> {
         let slots = self
@@ -160,6 +352,7 @@ impl Engine {
         touch: bool,
     ) -> Result<(Arc<Slot>, Arc<StreamMeta>), StreamError> {
         let not_found = || StreamError::NotFound(name.to_owned());
+        self.refresh(name).await?;
         let slot = self.slot(name).ok_or_else(not_found)?;
         let meta = slot.meta().ok_or_else(not_found)?;
         if meta.soft_deleted {
@@ -179,29 +372,43 @@ impl Engine {
         Ok((slot, meta))
     }
 
-    /// Removes `name` if it has expired (checked again under the locks).
+    /// Removes `name` if it has expired (checked again under the locks, and against what
+    /// another host wrote meanwhile).
     pub async fn expire(&self, name: &str) -> Result<(), StreamError> {
-        let mut next_id = self.structure.lock().await;
-        let Some(slot) = self.slot(name) else {
-            return Ok(());
-        };
-        let expired_now = slot.meta().is_some_and(|m| expired(&slot, &m, now_ms()));
-        if expired_now {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut next_id = self.structure.lock().await;
+            let Some(slot) = self.slot(name) else {
+                return Ok(());
+            };
+            let expired_now = slot.meta().is_some_and(|m| expired(&slot, &m, now_ms()));
+            if !expired_now {
+                return Ok(());
+            }
             tracing::debug!(stream = name, "stream expired");
-            self.remove_locked(name, &mut next_id).await?;
+            match self.remove_locked(name, &mut next_id).await {
+                Err(e) if is_conflict(&e) => continue,
+                other => return other,
+            }
         }
-        Ok(())
+        Err(contended(name))
     }
 
     /// Deletes `name` (client DELETE): 404 / 410 like [`Engine::lookup`].
     pub async fn delete(&self, name: &str) -> Result<(), StreamError> {
-        self.lookup(name, false).await?;
-        let mut next_id = self.structure.lock().await;
-        match self.slot(name).and_then(|s| s.meta()) {
-            None => Err(StreamError::NotFound(name.to_owned())),
-            Some(m) if m.soft_deleted => Err(StreamError::Gone(name.to_owned())),
-            Some(_) => self.remove_locked(name, &mut next_id).await,
+        for _ in 0..MAX_ATTEMPTS {
+            self.lookup(name, false).await?;
+            let mut next_id = self.structure.lock().await;
+            let removed = match self.slot(name).and_then(|s| s.meta()) {
+                None => Err(StreamError::NotFound(name.to_owned())),
+                Some(m) if m.soft_deleted => Err(StreamError::Gone(name.to_owned())),
+                Some(_) => self.remove_locked(name, &mut next_id).await,
+            };
+            match removed {
+                Err(e) if is_conflict(&e) => continue,
+                other => return other,
+            }
         }
+        Err(contended(name))
     }
 
     /// Removes `name` under the structure lock: hidden (soft-deleted) while forks read through
@@ -220,11 +427,12 @@ impl Engine {
             return Ok(());
         };
         let mut set = WriteSet::default();
+        set.expected.push((name.to_owned(), Some((*meta).clone())));
         if meta.forks > 0 {
             let mut hidden = (*meta).clone();
             hidden.soft_deleted = true;
             set.metas.push((name.to_owned(), Some(hidden.clone())));
-            self.store.write(set).await?;
+            self.commit(set).await?;
             slot.publish(Some(hidden));
             return Ok(());
         }
@@ -251,6 +459,8 @@ impl Engine {
                 );
                 break;
             };
+            set.expected
+                .push((fork.source.clone(), Some((*pmeta).clone())));
             let mut pmeta = (*pmeta).clone();
             pmeta.forks = pmeta.forks.saturating_sub(1);
             if pmeta.soft_deleted && pmeta.forks == 0 {
@@ -263,7 +473,7 @@ impl Engine {
                 updated.push((parent, pmeta));
             }
         }
-        self.store.write(set).await?;
+        self.commit(set).await?;
         for (parent, pmeta) in updated {
             parent.publish(Some(pmeta));
         }
@@ -305,13 +515,19 @@ impl Engine {
         if meta.last_access_ms >= touched {
             return Ok(());
         }
+        let expected = vec![(slot.name.clone(), Some((*meta).clone()))];
         let mut meta = (*meta).clone();
         meta.last_access_ms = touched;
         let set = WriteSet {
             metas: vec![(slot.name.clone(), Some(meta.clone()))],
+            expected,
             ..WriteSet::default()
         };
-        self.store.write(set).await?;
+        match self.commit(set).await {
+            // Another host wrote (and so accessed) it meanwhile; the next sweep decides again.
+            Err(e) if is_conflict(&e) => return Ok(()),
+            other => other?,
+        }
         slot.publish(Some(meta));
         Ok(())
     }

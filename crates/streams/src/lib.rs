@@ -18,6 +18,7 @@ mod base64;
 pub mod create;
 pub mod engine;
 pub mod error;
+mod follow;
 pub mod http;
 pub mod json;
 pub mod memory;
@@ -40,7 +41,7 @@ pub use error::StreamError;
 pub use http::router;
 pub use memory::MemoryStreamStore;
 pub use rocks::RocksStreamStore;
-pub use store::{StoreError, StreamStore};
+pub use store::{Change, StoreError, StreamStore};
 
 /// Longest duration any setting may have: one day, so no deadline arithmetic can overflow.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -145,8 +146,13 @@ impl Streams {
         store: Arc<dyn StreamStore>,
         config: StreamsConfig,
     ) -> Result<Streams, StoreError> {
+        // A shared store's changes, subscribed before the load so none falls in between.
+        let changes = store.changes();
         let engine = Arc::new(Engine::open(store).await?);
         let stop = CancellationToken::new();
+        if let Some(changes) = changes {
+            follow::spawn(Arc::downgrade(&engine), changes, stop.clone());
+        }
         let sweeper = Arc::downgrade(&engine);
         let (interval, stopped) = (config.sweep_interval, stop.clone());
         tokio::spawn(async move {

@@ -26,6 +26,29 @@ pub enum StoreError {
     /// The store was closed.
     #[error("stream store is closed")]
     Closed,
+    /// A shared store refused a write set because a stream's stored meta (or the next id) is
+    /// not what [`WriteSet::expected`] says: another process wrote first. Nothing was written;
+    /// the engine reloads what it expected and decides again.
+    #[error("stream store: another host changed {0} first")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Whether this is a [`StoreError::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+}
+
+/// A change made through another handle of a shared store, as [`StreamStore::changes`]
+/// reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The meta of this stream changed (created, appended, closed, deleted, …).
+    Stream(String),
+    /// Changes may have been missed (the notice channel dropped or lagged): re-check every
+    /// stream.
+    Lost,
 }
 
 /// Everything a backend holds about streams, read once when the engine starts.
@@ -66,6 +89,14 @@ pub struct WriteSet {
     pub drop_streams: Vec<u64>,
     /// The new next stream id, when ids were handed out.
     pub next_id: Option<u64>,
+    /// What the engine based the change on: each named stream's meta as it believes it is
+    /// stored (`None`: no such stream). A [shared](StreamStore::shared) store applies the set
+    /// only if every one still matches, else fails with [`StoreError::Conflict`]; a store
+    /// with a single writer may ignore it.
+    pub expected: Vec<(String, Option<StreamMeta>)>,
+    /// The next stream id the engine believes is stored, checked like [`WriteSet::expected`]
+    /// (set by creates, which hand out that id).
+    pub expected_next_id: Option<u64>,
 }
 
 /// A durable home for streams. Implementations must be safe to call concurrently; the engine
@@ -94,4 +125,33 @@ pub trait StreamStore: Send + Sync + 'static {
 
     /// Makes every acknowledged write durable and releases the backend.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes write to this store too (`serve --redis` on several hosts).
+    /// The engine then checks every write against [`WriteSet::expected`], reloads a stream's
+    /// meta before answering a request for it, and follows [`StreamStore::changes`]. Memory
+    /// and RocksDB stores have one writer: the engine's cache is the truth and none of that
+    /// runs.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The stored meta of each of `names`, in order (`None`: no such stream). The default
+    /// reads everything; shared stores read just these.
+    async fn load_metas(&self, names: &[String]) -> Result<Vec<Option<StreamMeta>>, StoreError> {
+        let loaded = self.load().await?;
+        let all: std::collections::HashMap<String, StreamMeta> =
+            loaded.streams.into_iter().collect();
+        Ok(names.iter().map(|n| all.get(n).cloned()).collect())
+    }
+
+    /// The stored next stream id.
+    async fn load_next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.load().await?.next_id)
+    }
+
+    /// Changes made through other handles (shared stores), from the moment of the call on:
+    /// the engine subscribes before it loads, so every change is in the load or reported.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 }

@@ -5,159 +5,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use liveresults_streams::meta::ProducerTuple;
+#[allow(dead_code)]
+#[path = "common/scenario.rs"]
+mod scenario;
+
 use liveresults_streams::{
-    AppendRequest, AppendStatus, CreateRequest, Created, ForkRequest, MemoryStreamStore,
-    RocksStreamStore, StreamError, StreamStore, Streams, StreamsConfig,
+    AppendStatus, CreateRequest, Created, MemoryStreamStore, RocksStreamStore, StreamError,
+    StreamStore, Streams, StreamsConfig,
 };
+use scenario::{append, create, read_all, scenario, store_contract, EXPECTED};
 
-fn create(content_type: &str, body: &str) -> CreateRequest {
-    CreateRequest {
-        content_type: Some(content_type.into()),
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        ..CreateRequest::default()
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_rocksdb_keep_the_store_contract() {
+    store_contract(Arc::new(MemoryStreamStore::new())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksStreamStore::open(dir.path(), false)
+        .await
+        .expect("open");
+    store_contract(Arc::new(store)).await;
 }
-
-fn append(content_type: &str, body: &str, producer: Option<(u64, u64)>) -> AppendRequest {
-    AppendRequest {
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        content_type: Some(content_type.into()),
-        producer: producer.map(|(epoch, seq)| ProducerTuple {
-            id: "writer".into(),
-            epoch,
-            seq,
-        }),
-        ..AppendRequest::default()
-    }
-}
-
-/// Everything `name` holds, read in responses of at most `max` bytes.
-async fn read_all(streams: &Streams, name: &str, max: usize) -> (Vec<u8>, usize) {
-    let (_, meta) = streams.engine().lookup(name, false).await.expect("stream");
-    let (mut out, mut position, mut responses) = (Vec::new(), 0, 0);
-    loop {
-        let chunk = (streams.engine())
-            .read_chunk(&meta, position, max)
-            .await
-            .expect("read");
-        responses += 1;
-        for part in &chunk.parts {
-            if meta.is_json() && !out.is_empty() {
-                out.push(b',');
-            }
-            out.extend_from_slice(part);
-        }
-        assert!(chunk.next > position || chunk.up_to_date(), "no progress");
-        position = chunk.next;
-        if chunk.up_to_date() {
-            return (out, responses);
-        }
-    }
-}
-
-/// One scenario: plain, JSON, producers, closure, forks; returns what it read.
-async fn scenario(streams: &Streams) -> Vec<String> {
-    let engine = streams.engine();
-    let mut seen = Vec::new();
-    assert!(matches!(
-        engine.create("t", create("text/plain", "hello ")).await,
-        Ok(Created::New(_))
-    ));
-    assert!(matches!(
-        engine.create("t", create("TEXT/PLAIN", "")).await,
-        Ok(Created::Existing(_))
-    ));
-    assert!(matches!(
-        engine.create("t", create("application/json", "")).await,
-        Err(StreamError::Conflict(_))
-    ));
-    let first = engine
-        .append("t", append("text/plain", "world", Some((0, 0))))
-        .await
-        .expect("append");
-    assert_eq!(first.status, AppendStatus::Appended);
-    let retry = engine
-        .append("t", append("text/plain", "world", Some((0, 0))))
-        .await
-        .expect("retry");
-    assert_eq!(retry.status, AppendStatus::Duplicate);
-    assert!(matches!(
-        engine
-            .append("t", append("text/plain", "x", Some((0, 2))))
-            .await,
-        Err(StreamError::SeqGap {
-            expected: 1,
-            received: 2
-        })
-    ));
-    let (bytes, responses) = read_all(streams, "t", 4).await;
-    assert_eq!(responses, 3, "11 bytes in responses of 4");
-    seen.push(String::from_utf8_lossy(&bytes).into_owned());
-
-    engine
-        .create("j", create("application/json", r#"[{"a":1},{"b":2}]"#))
-        .await
-        .expect("json");
-    engine
-        .append("j", append("application/json", "[3, [4]]", None))
-        .await
-        .expect("json append");
-    let closing = AppendRequest {
-        close: true,
-        ..append("application/json", r#""end""#, None)
-    };
-    assert!(
-        engine
-            .append("j", closing)
-            .await
-            .expect("close")
-            .meta
-            .closed
-    );
-    assert!(matches!(
-        engine
-            .append("j", append("application/json", "5", None))
-            .await,
-        Err(StreamError::Closed { .. })
-    ));
-    let (bytes, responses) = read_all(streams, "j", 1).await;
-    assert_eq!(responses, 3, "JSON appends are never split");
-    seen.push(String::from_utf8_lossy(&bytes).into_owned());
-
-    let fork = CreateRequest {
-        fork: Some(ForkRequest {
-            source: "j".into(),
-            offset: Some(0),
-            sub_offset: 1,
-        }),
-        ..CreateRequest::default()
-    };
-    engine.create("f", fork).await.expect("fork");
-    engine
-        .append("f", append("application/json", r#"{"own":true}"#, None))
-        .await
-        .expect("fork append");
-    let (bytes, _) = read_all(streams, "f", 1 << 20).await;
-    seen.push(String::from_utf8_lossy(&bytes).into_owned());
-    // The source is hidden, not gone, while the fork reads through it.
-    engine.delete("j").await.expect("delete source");
-    assert!(matches!(
-        engine.lookup("j", false).await,
-        Err(StreamError::Gone(_))
-    ));
-    let (bytes, _) = read_all(streams, "f", 1 << 20).await;
-    seen.push(String::from_utf8_lossy(&bytes).into_owned());
-    seen
-}
-
-const EXPECTED: [&str; 4] = [
-    "hello world",
-    r#"{"a":1},{"b":2},3,[4],"end""#,
-    r#"{"a":1},{"own":true}"#,
-    r#"{"a":1},{"own":true}"#,
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_rocksdb_answer_alike() {
