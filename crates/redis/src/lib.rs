@@ -87,6 +87,13 @@
 //!   server refusing writes (`MISCONF`, `OOM`, `READONLY`, `NOREPLICAS`) makes it fail with
 //!   the server's message.
 //!
+//! # Durable Streams
+//!
+//! [`RedisStreamStore`] (the [`streams`] module) keeps the Durable Streams of `/v1/stream/*` in
+//! the same server and namespace (keys under `<ns>:streams:`), shared by every host: one
+//! atomic script per write, checked against what the writing host expected, and change
+//! notices that wake readers on the other hosts.
+//!
 //! # Commands it needs
 //!
 //! Redis 5.0 or later (scripts replicated by their effects, so a script may read `TIME`
@@ -129,6 +136,7 @@ mod scripts;
 mod server_config;
 mod snapshot;
 mod store;
+pub mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -136,6 +144,7 @@ pub use error::is_transient;
 pub use options::{FlushMode, RedisStoreOptions};
 pub use snapshot::SnapshotStats;
 pub use store::{RedisStore, REDIS_FORMAT_VERSION};
+pub use streams::RedisStreamStore;
 
 /// The `redis` client crate this backend is built on, so benchmarks and tests can drive the
 /// same version.
