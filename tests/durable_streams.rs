@@ -1,7 +1,9 @@
 //! The official Durable Streams server conformance suite
 //! (`@durable-streams/server-conformance-tests`, pinned in tests/durable_streams/package.json)
-//! against the real `liveresults serve` binary over a RocksDB data directory, with bearer
-//! tokens required (the suite sends a write-role token with every request).
+//! against the real `liveresults serve` binary, with bearer tokens required (the suite sends a
+//! write-role token with every request): once over a RocksDB data directory, once with
+//! `--redis` (streams in a redis-server the test starts). The two runs take turns: both at once
+//! would share two cores between two suites that time long-polls.
 //!
 //! `scripts/setup.sh` (with `LIVERESULTS_TEST_SERVICES=1`, as `scripts/test.sh` and CI run it)
 //! installs the npm packages once per lockfile and links them in as
@@ -16,6 +18,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Held by the suite run in progress.
+static ONE_SUITE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The long-poll timeout the server gets, in seconds: the suite waits for a few long-polls to
 /// time out inside vitest's per-test timeout.
@@ -103,6 +109,33 @@ fn outcomes(report: &serde_json::Value) -> Vec<Outcome> {
 
 #[test]
 fn official_conformance_suite() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_liveresults"));
+    serve.args(["serve", "--data"]).arg(data.path());
+    run_suite(serve);
+}
+
+/// The same suite with the streams on Redis (`serve --redis`), where every write is a script
+/// checked against what the host expected and reads reload the stream's meta.
+#[test]
+fn official_conformance_suite_on_redis() {
+    let redis = liveresults_redis::testing::RedisServer::start();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_liveresults"));
+    serve.args([
+        "serve",
+        "--redis",
+        &redis.url(),
+        "--host-name",
+        "conformance",
+    ]);
+    run_suite(serve);
+}
+
+/// Runs the suite against `serve` (a `liveresults serve` command naming its store).
+fn run_suite(mut serve: Command) {
+    let _turn = ONE_SUITE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = suite_dir();
     let vitest = dir.join("node_modules/vitest/vitest.mjs");
     assert!(
@@ -111,11 +144,10 @@ fn official_conformance_suite() {
          does) to install the conformance suite's npm packages",
         vitest.display()
     );
-    let data = tempfile::tempdir().expect("tempdir");
+    let reports = tempfile::tempdir().expect("tempdir");
     let server = support::serve::spawn(
-        Command::new(env!("CARGO_BIN_EXE_liveresults"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
+        serve
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--long-poll-timeout-secs", LONG_POLL_SECS])
             .env(
                 "LIVERESULTS_TOKENS",
@@ -129,7 +161,7 @@ fn official_conformance_suite() {
     assert_eq!(status(reqwest::Method::PUT, &url, None), 401);
     assert_eq!(status(reqwest::Method::PUT, &url, Some(READ_TOKEN)), 403);
     assert_eq!(status(reqwest::Method::GET, &url, Some(READ_TOKEN)), 404);
-    let report_path = data.path().join("vitest-report.json");
+    let report_path = reports.path().join("vitest-report.json");
     let status = Command::new("node")
         .arg(&vitest)
         .args(["run", "--reporter=json", "--outputFile"])

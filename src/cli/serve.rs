@@ -183,7 +183,13 @@ pub async fn run(args: Args) -> CliResult {
         _ => Opened::Memory(Arc::new(MemoryStore::new())),
     };
     let long_poll = Duration::from_secs(args.long_poll_timeout_secs);
-    let streams = super::streams::open(args.data.as_deref(), long_poll).await?;
+    // Streams live where the hosts meet: on Redis when it is shared, else beside the data.
+    let home = match (&args.hosts.redis, &args.data) {
+        (Some(url), _) => super::streams::Home::Redis(url),
+        (None, Some(dir)) => super::streams::Home::Data(dir),
+        (None, None) => super::streams::Home::Memory,
+    };
+    let streams = super::streams::open(home, long_poll).await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await
