@@ -3,7 +3,8 @@
 //! against the real `liveresults serve` binary, with bearer tokens required (the suite sends a
 //! write-role token with every request): once over a RocksDB data directory, once with
 //! `--redis` (streams in a redis-server the test starts). The two runs take turns: both at once
-//! would share two cores between two suites that time long-polls.
+//! would share two cores between two suites that time long-polls. A last test runs two
+//! `serve --redis` hosts on one Redis and checks over HTTP that they serve the same streams.
 //!
 //! `scripts/setup.sh` (with `LIVERESULTS_TEST_SERVICES=1`, as `scripts/test.sh` and CI run it)
 //! installs the npm packages once per lockfile and links them in as
@@ -245,4 +246,107 @@ fn state_protocol_stream_materializes_a_query() {
         .status()
         .expect("run node (install Node.js 20 or later)");
     assert!(status.success(), "state_check.mjs failed ({status})");
+}
+
+/// Two `serve --redis` processes on one redis-server, spoken to over HTTP as clients would:
+/// a stream created on one host exists on the other, what one host appends the other returns
+/// (a catch-up at once, a long-poll parked there wakes), a producer's retry through the other
+/// host is a duplicate, and a delete on one host is a 404 on the other.
+#[test]
+fn two_serve_hosts_on_one_redis_serve_the_same_streams() {
+    let redis = liveresults_redis::testing::RedisServer::start();
+    let host = |name: &str| {
+        support::serve::spawn(
+            Command::new(env!("CARGO_BIN_EXE_liveresults"))
+                .args(["serve", "--redis", &redis.url(), "--host-name", name])
+                .args(["--listen", "127.0.0.1:0", "--long-poll-timeout-secs", "10"])
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit()),
+        )
+    };
+    let (a, b) = (host("a"), host("b"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let (on_a, on_b) = (
+            format!("{}/v1/stream/room", a.url),
+            format!("{}/v1/stream/room", b.url),
+        );
+        let send = |method: reqwest::Method, url: &str, body: &str, producer: Option<u64>| {
+            let mut request = client
+                .request(method, url)
+                .header("content-type", "text/plain")
+                .body(body.to_owned());
+            if let Some(seq) = producer {
+                request = request
+                    .header("producer-id", "writer")
+                    .header("producer-epoch", "0")
+                    .header("producer-seq", seq.to_string());
+            }
+            request.send()
+        };
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let put = reqwest::Method::PUT;
+        let post = reqwest::Method::POST;
+        assert_eq!(
+            status(send(put.clone(), &on_a, "", None).await.expect("PUT A")),
+            201
+        );
+        assert_eq!(
+            status(send(put, &on_b, "", None).await.expect("PUT B")),
+            200
+        );
+        let appended = send(post.clone(), &on_a, "hello", Some(0))
+            .await
+            .expect("POST A");
+        assert_eq!(status(appended), 200);
+        // The producer's retry through B is a duplicate (204), not a second copy.
+        let retried = send(post.clone(), &on_b, "hello", Some(0))
+            .await
+            .expect("POST B");
+        assert_eq!(status(retried), 204);
+
+        let read = client
+            .get(format!("{on_b}?offset=-1"))
+            .send()
+            .await
+            .expect("GET B");
+        assert_eq!(read.status().as_u16(), 200);
+        let next = read.headers()["stream-next-offset"]
+            .to_str()
+            .expect("offset")
+            .to_owned();
+        assert_eq!(read.text().await.expect("body"), "hello");
+
+        let poll = tokio::spawn(
+            client
+                .get(format!("{on_b}?offset={next}&live=long-poll"))
+                .send(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let appended = send(post, &on_a, " world", Some(1)).await.expect("POST A");
+        assert_eq!(status(appended), 200);
+        let woken = poll.await.expect("join").expect("long-poll on B");
+        assert_eq!(woken.status().as_u16(), 200);
+        assert_eq!(woken.text().await.expect("body"), " world");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "B's long-poll woke after {:?}",
+            started.elapsed()
+        );
+
+        let deleted = client.delete(&on_b).send().await.expect("DELETE B");
+        assert_eq!(deleted.status().as_u16(), 204);
+        let gone = client
+            .get(format!("{on_a}?offset=-1"))
+            .send()
+            .await
+            .expect("GET A");
+        assert_eq!(gone.status().as_u16(), 404);
+    });
 }
