@@ -40,7 +40,7 @@ async fn host(server: &RedisServer) -> Streams {
 /// only the engine's re-check keeps it current.
 struct Deaf {
     inner: RedisStreamStore,
-    _silent: broadcast::Sender<Change>,
+    silent: broadcast::Sender<Change>,
 }
 
 #[async_trait]
@@ -76,7 +76,7 @@ impl StreamStore for Deaf {
         self.inner.load_next_id().await
     }
     fn changes(&self) -> Option<broadcast::Receiver<Change>> {
-        Some(self._silent.subscribe())
+        Some(self.silent.subscribe())
     }
 }
 
@@ -145,15 +145,9 @@ async fn a_lost_notice_is_made_up_by_the_recheck() {
         .await
         .expect("connect");
     let (silent, _) = broadcast::channel(1);
-    let deaf = Streams::open(
-        Arc::new(Deaf {
-            inner,
-            _silent: silent,
-        }),
-        StreamsConfig::default(),
-    )
-    .await
-    .expect("deaf host");
+    let deaf = Streams::open(Arc::new(Deaf { inner, silent }), StreamsConfig::default())
+        .await
+        .expect("deaf host");
     a.engine()
         .create("quiet", create("text/plain", "a"))
         .await

@@ -13,6 +13,11 @@
 //! each changed stream's name; [`StreamStore::changes`] delivers other hosts' notices (the
 //! `notices` module) so readers parked on one host wake when another appends.
 //!
+//! One thing stays per host: reads that keep a sliding-TTL stream alive are counted in the
+//! reading host's memory and stored lazily (once they are a quarter of the TTL, at least a
+//! second, ahead of the stored access time), so another host may expire a stream read only
+//! elsewhere within that window — with TTLs of a few seconds or more it never does.
+//!
 //! # Commands it needs
 //!
 //! From the client: `EVALSHA` (`SCRIPT LOAD` / `EVAL` on `NOSCRIPT`, as redis-rs does), `SET NX`
