@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::{contended, is_conflict, Engine, MAX_ATTEMPTS};
+use crate::engine::{backoff, contended, is_conflict, Engine, MAX_ATTEMPTS};
 use crate::error::StreamError;
 use crate::json;
 use crate::meta::{media_type, ProducerState, ProducerTuple, StreamMeta};
@@ -117,9 +117,9 @@ impl Engine {
         name: &str,
         request: AppendRequest,
     ) -> Result<Appended, StreamError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             match self.append_once(name, &request).await {
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => backoff(attempt).await,
                 other => return other,
             }
         }

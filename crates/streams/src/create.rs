@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::{contended, expired, is_conflict, Engine, MAX_ATTEMPTS, MAX_FORK_DEPTH};
+use crate::engine::{
+    backoff, contended, expired, is_conflict, Engine, MAX_ATTEMPTS, MAX_FORK_DEPTH,
+};
 use crate::error::StreamError;
 use crate::json;
 use crate::meta::{is_json, media_type, normalize_content_type, ForkOf, StreamMeta};
@@ -80,9 +82,9 @@ impl Engine {
     /// store a create another host beat to the write (same name, same id, or the fork
     /// source's count) is decided again on the reloaded state.
     pub async fn create(&self, name: &str, request: CreateRequest) -> Result<Created, StreamError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             match self.create_once(name, &request).await {
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => backoff(attempt).await,
                 other => return other,
             }
         }

@@ -46,6 +46,23 @@ pub(crate) fn is_conflict(err: &StreamError) -> bool {
     matches!(err, StreamError::Store(e) if e.is_conflict())
 }
 
+/// Waits before attempt `attempt + 1` of an operation that lost a conflict: not at all at
+/// first (the other host's write is done; deciding again at once usually wins), then a short
+/// pause that grows (up to ~25 ms) and varies, so hosts that keep colliding drift apart.
+pub(crate) async fn backoff(attempt: usize) {
+    if attempt < 2 {
+        return;
+    }
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()) % 100);
+    let steps = 1u64 << attempt.min(7);
+    let micros = steps
+        .saturating_mul(100)
+        .saturating_add(jitter.saturating_mul(steps));
+    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+}
+
 /// The error of an operation that lost [`MAX_ATTEMPTS`] conflicts in a row.
 pub(crate) fn contended(name: &str) -> StreamError {
     StreamError::Store(StoreError::Backend(format!(
@@ -375,7 +392,7 @@ impl Engine {
     /// Removes `name` if it has expired (checked again under the locks, and against what
     /// another host wrote meanwhile).
     pub async fn expire(&self, name: &str) -> Result<(), StreamError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let mut next_id = self.structure.lock().await;
             let Some(slot) = self.slot(name) else {
                 return Ok(());
@@ -386,7 +403,10 @@ impl Engine {
             }
             tracing::debug!(stream = name, "stream expired");
             match self.remove_locked(name, &mut next_id).await {
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    drop(next_id);
+                    backoff(attempt).await;
+                }
                 other => return other,
             }
         }
@@ -395,7 +415,7 @@ impl Engine {
 
     /// Deletes `name` (client DELETE): 404 / 410 like [`Engine::lookup`].
     pub async fn delete(&self, name: &str) -> Result<(), StreamError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             self.lookup(name, false).await?;
             let mut next_id = self.structure.lock().await;
             let removed = match self.slot(name).and_then(|s| s.meta()) {
@@ -403,8 +423,9 @@ impl Engine {
                 Some(m) if m.soft_deleted => Err(StreamError::Gone(name.to_owned())),
                 Some(_) => self.remove_locked(name, &mut next_id).await,
             };
+            drop(next_id);
             match removed {
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => backoff(attempt).await,
                 other => return other,
             }
         }
