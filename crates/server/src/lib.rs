@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod changes;
 mod connections;
+pub mod console;
 mod counters;
 pub mod error;
 mod feed;
@@ -82,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         .route("/queries/{id}/changes", get(changes::changes))
         .route("/v1/stream/queries/{*id}", any(state_stream::handle))
         .merge(stream_routes(&state))
+        .merge(console::api_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::admit,
@@ -95,6 +97,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::count_requests,
         ));
+    // The console's files outside the guard: the page must load to ask for a token.
+    let router = router.merge(console::asset_routes());
     // CORS outside the guard: preflights carry no token and are answered here.
     let router = match cors {
         Some(cors) => router.layer(cors),
