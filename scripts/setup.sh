@@ -53,7 +53,17 @@ if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && [ -z "${LIVERESULTS_PG_BIN:-}" ]
   && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   apt_install postgresql "needed by the liveresults-postgres tests"
 fi
-# The Durable Streams conformance suite (tests/durable_streams.rs) runs under Node.
+# The console's browser test (tests/console.rs) drives Debian's headless Chromium; asked of
+# dpkg, not of the file system, so a half-removed package is installed again.
+deb_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && command -v dpkg-query >/dev/null 2>&1; then
+  deb_installed chromium || apt_install chromium "needed by the console's browser test"
+  deb_installed chromium-driver || apt_install chromium-driver "needed by the console's browser test"
+fi
+# The Durable Streams conformance suite (tests/durable_streams.rs) and the console's browser
+# driver (tests/console.rs) run under Node.
 if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ]; then
   command -v node >/dev/null 2>&1 || apt_install nodejs "needed by the Durable Streams conformance suite"
   command -v npm >/dev/null 2>&1 || apt_install npm "needed by the Durable Streams conformance suite"

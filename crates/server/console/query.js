@@ -159,12 +159,14 @@ export function queryPage(main, ctx, id) {
     const facts = [
       ["State", info.state === "stopped" ? `stopped: ${info.stop_reason || ""}` : info.awaiting_bootstrap ? "awaiting bootstrap" : info.state],
       ["Sequence", show(info.sequence)],
-      ["Rows", show(info.row_count)],
+      ["Rows", truncated ? show(info.row_count) : String(rows.size)],
       ["Epoch", show(info.epoch)],
       ["Offset", show(offset)],
       ["Feed", paused ? "paused" : "live"],
     ];
-    state.replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { class: k === "State" && info.state === "stopped" ? "bad-text" : "" }, v)]));
+    state.replaceChildren(...facts.map(([k, v]) => h("div", { class: k === "Offset" ? "wide" : "" },
+      h("dt", {}, k),
+      h("dd", { class: k === "State" && info.state === "stopped" ? "bad-text" : k === "Offset" ? "mono small" : "" }, v))));
   }
 
   function noteCommit(message) {
@@ -189,6 +191,8 @@ export function queryPage(main, ctx, id) {
     }
     noteCommit(message);
     offset = message.offset;
+    // The feed is ahead of the 2-second stats poll: show its position at once.
+    if (info && message.epoch === info.epoch) info.sequence = message.sequence;
   }
 
   async function loadSnapshot() {

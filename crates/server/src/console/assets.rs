@@ -30,7 +30,7 @@ pub struct Asset {
 }
 
 /// Every file of the console; `index.html` is also served at `/ui` and `/ui/`.
-pub const ASSETS: [Asset; 6] = [
+pub const ASSETS: [Asset; 7] = [
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
@@ -60,6 +60,11 @@ pub const ASSETS: [Asset; 6] = [
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../console/app.js"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../console/favicon.svg"),
     },
 ];
 
@@ -180,5 +185,7 @@ mod tests {
             );
         }
         assert!(!html.contains("http://") && !html.contains("https://"));
+        // Absolute paths: `/ui` (no slash) would resolve relative ones against `/`.
+        assert!(html.contains("src=\"/ui/app.js\""));
     }
 }
