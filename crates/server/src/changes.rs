@@ -5,11 +5,14 @@
 //! returns and how a waiter learns of a commit is the `feed` module's, shared with SSE.
 //!
 //! Every message is one committed outbox entry (see [`crate::render::change`]). A read starts
-//! after `offset` and returns at most a batch of entries and at most the configured bytes
-//! (`changes_max_bytes`, but always one message), with `Stream-Next-Offset` (where the
-//! next read starts) and, when it reached the tail, `Stream-Up-To-Date: true`.
+//! after `offset` and returns at most the configured bytes (`changes_max_bytes`, but always
+//! one message) — live reads also at most a batch of entries (`changes_batch`) — with
+//! `Stream-Next-Offset` (where the next read starts) and, when it reached the tail,
+//! `Stream-Up-To-Date: true`.
 //!
-//! - **Catch-up** (no `live`): answers at once; `ETag` and `If-None-Match` → 304.
+//! - **Catch-up** (no `live`): answers at once, everything up to the tail that fits the byte
+//!   bound (no entry count: a client in catch-up mode may stop after one response);
+//!   `ETag` and `If-None-Match` → 304.
 //! - **`live=long-poll`**: at the tail, waits up to the timeout for the next commit, then 204
 //!   with the same offset. It subscribes to the query's position *before* reading, so a commit
 //!   landing between the read and the wait still wakes it, and it holds nothing of the store
@@ -156,10 +159,14 @@ pub async fn changes(
         None => {
             known_for_feed(&state, &query_id, start).await?;
             let inner = &*state.inner;
+            // Catch-up is sized by the byte bound alone: a client reading with `live: false`
+            // (the official client's catch-up mode) stops after one response whether or not
+            // it says `Stream-Up-To-Date`, so a response cut at a commit count would end its
+            // read silently short of the tail.
             let read = Feed::new(
                 &inner.runtime,
                 &query_id,
-                inner.changes_batch,
+                usize::MAX,
                 inner.changes_max_bytes,
             )
             .read(start)

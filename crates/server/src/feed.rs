@@ -6,8 +6,9 @@
 //! SSE stream does not depend on the handler that dispatches to it. Nothing here knows about
 //! axum: errors are [`FeedError`], which the error module maps to HTTP answers.
 //!
-//! A read is at most one batch of entries (the configured `changes_batch`) and at most
-//! `changes_max_bytes` of rendered messages (but always one message), rendered on the
+//! A read is at most `changes_max_bytes` of rendered messages (but always one message) and,
+//! for live reads, at most one batch of entries (`changes_batch`; catch-up reads have no entry
+//! cap, so a client that stops after one response still reaches the tail), rendered on the
 //! blocking pool. Entries are fetched from the store in pages sized from the payloads seen so
 //! far, so a read holds about its byte budget of entries, never a whole batch of large ones:
 //! what a client that stops reading can pin in memory is one bounded response. An offset of an older epoch (the query was cleared), one beyond the tail, or
@@ -37,6 +38,9 @@ const READ_ATTEMPTS: usize = 3;
 /// 50 times that together and the allocator kept the peak (RSS +1.1 GB for 50 clients of a
 /// 4 MiB budget). Reads of small batches take microseconds, so the queue is short.
 static READ_SLOTS: Semaphore = Semaphore::const_new(4);
+/// Most outbox entries fetched from the store at once: a page sized from tiny payloads alone
+/// could ask for millions of entries, whose per-entry overhead the byte budget does not see.
+const MAX_PAGE: usize = 4096;
 
 /// Why the feed cannot serve a read.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +95,7 @@ impl Read {
 pub(crate) struct Feed<'a> {
     runtime: &'a RuntimeHandle,
     query_id: &'a str,
-    /// Outbox entries per read.
+    /// Outbox entries per read (`usize::MAX` for catch-up: the byte budget alone bounds it).
     batch: usize,
     /// Bytes of rendered messages per read (at least one message is always returned).
     max_bytes: usize,
@@ -259,7 +263,7 @@ impl<'a> Feed<'a> {
             if taken < fetched || fetched < limit || used >= self.max_bytes {
                 break; // the budget is spent, or the outbox has no more
             }
-            page = (self.max_bytes.saturating_sub(used) / largest_payload).max(1);
+            page = (self.max_bytes.saturating_sub(used) / largest_payload).clamp(1, MAX_PAGE);
         }
         let last = if messages.is_empty() { None } else { last };
         Ok((messages, last))

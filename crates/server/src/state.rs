@@ -148,7 +148,9 @@ impl AppState {
         self.edit(|i| i.sse_max_duration = clamp_duration(duration))
     }
 
-    /// Outbox entries (committed batches) per change-feed response (default 256).
+    /// Outbox entries (committed batches) per live change-feed response — long-poll, one SSE
+    /// data event (default 256). Catch-up responses are bounded by bytes only
+    /// ([`AppState::changes_max_bytes`]): a client in catch-up mode may read just one.
     #[must_use]
     pub fn changes_batch(self, entries: usize) -> Self {
         self.edit(|i| i.changes_batch = entries.max(1))

@@ -62,14 +62,51 @@ async fn sse_until(
     }
 }
 
+/// Catch-up responses are bounded by bytes, not by `changes_batch`: the official client
+/// reading with `live: false` stops after one response, so a response cut at an entry count
+/// would end its read short of the tail. Live reads keep the batch.
+#[tokio::test]
+async fn catch_up_is_not_cut_at_the_batch_size() {
+    let server = Server::start(|s| s.changes_batch(2).chunk_lines(1)).await;
+    assert_eq!(server.post("q", adds("q", 1, 10, 1)).await.status(), 200);
+    let r = (server.http.get(server.at("/queries/q/changes?offset=-1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["stream-up-to-date"], "true");
+    let msgs: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(msgs.len(), 10);
+    assert_eq!(msgs[9]["sequence"], 10);
+    let r = (server.http)
+        .get(server.at("/queries/q/changes?offset=-1&live=long-poll"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("stream-up-to-date").is_none());
+    assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn catch_up_etag_and_304() {
-    let server = Server::start(|s| s.changes_batch(2).chunk_lines(1)).await;
+    // The byte budget that fits the first two messages exactly, measured on a server holding
+    // the same commits (messages are deterministic).
+    let sizes: Vec<usize> = {
+        let probe = Server::start(|s| s.chunk_lines(1)).await;
+        assert_eq!(probe.post("q", adds("q", 1, 3, 1)).await.status(), 200);
+        let r = (probe.http.get(probe.at("/queries/q/changes?offset=-1")))
+            .send()
+            .await
+            .unwrap();
+        let msgs: Vec<Value> = r.json().await.unwrap();
+        msgs.iter().map(|m| m.to_string().len() + 1).collect()
+    };
+    let budget = sizes[0] + sizes[1];
+    let server = Server::start(|s| s.changes_max_bytes(budget).chunk_lines(1)).await;
     assert_eq!(server.post("q", adds("q", 1, 3, 1)).await.status(), 200);
     let url = server.at("/queries/q/changes?offset=-1");
     let r = server.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    // Batch of two entries out of three: not at the tail yet, cacheable history.
+    // Two entries out of three fit the byte budget: not at the tail yet, cacheable history.
     assert!(r.headers().get("stream-up-to-date").is_none());
     assert!(r.headers()["cache-control"]
         .to_str()

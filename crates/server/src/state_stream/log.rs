@@ -132,13 +132,50 @@ pub(crate) async fn read(
         }
         From::At(offset) => offset,
     };
+    match changes_after(state, query_id, offset, max_bytes).await? {
+        // The outbox no longer covers the offset, or the query was cleared while reading.
+        None => snapshot(true).await,
+        Some(changes) if changes.next == offset => Ok(Found::Tail(offset)),
+        Some(Changes {
+            messages,
+            next,
+            up_to_date,
+        }) => Ok(Found::Changes {
+            messages,
+            next,
+            up_to_date,
+        }),
+    }
+}
+
+/// Change messages after an offset, as [`changes_after`] read them.
+pub(crate) struct Changes {
+    /// JSON texts, oldest first (possibly none: commits without row changes render nothing).
+    pub(crate) messages: Vec<String>,
+    /// The offset after the last commit read (the start offset when none was).
+    pub(crate) next: QueryOffset,
+    /// Whether `next` is the query's tail.
+    pub(crate) up_to_date: bool,
+}
+
+/// Reads and renders the commits after `offset` (in its epoch) up to `max_bytes` of messages
+/// (at least one commit's), as many outbox pages as the budget takes, so a catch-up reader
+/// gets up to the tail in one response when it fits. `None` when the outbox no longer holds
+/// the commit right after `offset`, or the query left `offset`'s epoch (cleared) meanwhile:
+/// the reader needs a fresh snapshot.
+pub(crate) async fn changes_after(
+    state: &AppState,
+    query_id: &str,
+    offset: QueryOffset,
+    max_bytes: usize,
+) -> Result<Option<Changes>, LogError> {
+    let store = state.inner.runtime.store();
     let _slot = READ_SLOTS
         .acquire()
         .await
         .map_err(|_| LogError::Internal("read slots closed".into()))?;
     // Pages sized from the largest payload seen so far, so the entries held at once stay near
-    // the byte budget however large each is; as many pages as the budget takes, so a catch-up
-    // reader gets up to the tail in one response when it fits.
+    // the byte budget however large each is.
     let (mut messages, mut used, mut last) = (Vec::new(), 0usize, None);
     let (mut page, mut largest) = (1usize, 1usize);
     loop {
@@ -147,14 +184,15 @@ pub(crate) async fn read(
             .await
         {
             Ok(entries) => entries,
-            Err(StoreError::OutboxGap { .. }) if last.is_none() => return snapshot(true).await,
+            Err(StoreError::OutboxGap { .. }) if last.is_none() => return Ok(None),
             Err(StoreError::OutboxGap { .. }) => break, // the next read answers it
             Err(e) => return Err(e.into()),
         };
         let fetched = entries.len();
         largest = (entries.iter().map(|e| e.payload.len())).fold(largest, usize::max);
         let room = max_bytes.saturating_sub(used);
-        let rendered = render_changes(query_id, info.epoch, entries, room, last.is_none()).await?;
+        let rendered =
+            render_changes(query_id, offset.epoch, entries, room, last.is_none()).await?;
         let taken = rendered.entries;
         used = used.saturating_add(rendered.bytes);
         messages.extend(rendered.messages);
@@ -164,20 +202,17 @@ pub(crate) async fn read(
         }
         page = (max_bytes.saturating_sub(used) / largest).clamp(1, MAX_PAGE);
     }
-    if store.query_info(query_id).await?.epoch != info.epoch {
-        // Cleared while reading: the entries may be the new epoch's.
-        return snapshot(true).await;
-    }
-    let Some(last) = last else {
-        return Ok(Found::Tail(offset));
-    };
-    let next = QueryOffset::after(info.epoch, last);
     let now = QueryOffset::tail(&store.query_info(query_id).await?);
-    Ok(Found::Changes {
+    if now.epoch != offset.epoch {
+        // Cleared while reading: the entries may be the new epoch's.
+        return Ok(None);
+    }
+    let next = last.map_or(offset, |last| QueryOffset::after(offset.epoch, last));
+    Ok(Some(Changes {
         messages,
         next,
         up_to_date: next >= now,
-    })
+    }))
 }
 
 /// Rendered outbox entries.

@@ -4,11 +4,16 @@
 //!
 //! A snapshot is streamed chunk by chunk from the store's point-in-time view (a response body
 //! or one SSE data event of any size, never held whole); change responses hold at most the
-//! configured change-feed byte budget. Writes answer 405: a query's stream changes only
-//! through ingest.
+//! configured change-feed byte budget. A catch-up or long-poll response holding a snapshot
+//! also carries the changes committed after it, up to that budget, and a change response as
+//! many commits as the budget takes (no count): the official client reading with
+//! `live: false` stops after one response, whatever `Stream-Up-To-Date` says. Writes answer
+//! 405: a query's stream changes only through ingest.
 
 mod log;
 mod sse;
+#[cfg(test)]
+mod tests;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -239,30 +244,41 @@ pub(crate) fn snapshot_items(
     head.chain(rows).chain(tail)
 }
 
-/// A snapshot response, streamed; `up_to_date` when nothing was committed after it.
+/// A snapshot response, streamed, followed by `after`: the changes committed after the
+/// snapshot that fit the byte budget, read before the response starts (its
+/// `Stream-Next-Offset` must name where they end). A client reading with `live: false` stops
+/// after one response, so without them it would miss what was committed while it connected.
 fn snapshot_response(
     query_id: String,
     snapshot: Snapshot,
     reset: bool,
-    up_to_date: bool,
+    after: Option<log::Changes>,
 ) -> Response {
-    let next = QueryOffset::tail(snapshot.info());
+    let at = QueryOffset::tail(snapshot.info());
+    let (after, next, up_to_date) = match after {
+        Some(c) => (c.messages, c.next, c.up_to_date),
+        // The changes could not be read after it (cleared or evicted meanwhile): the next
+        // read from the snapshot's offset sends a fresh one.
+        None => (Vec::new(), at, false),
+    };
     let mut first = true;
-    let items = snapshot_items(query_id, snapshot, reset).map(move |messages| {
-        let messages = messages?;
-        let mut out = String::new();
-        if first {
-            out.push('[');
-        }
-        for message in messages {
-            if !first {
-                out.push(',');
+    let items = snapshot_items(query_id, snapshot, reset)
+        .chain(stream::once(async move { Ok(after) }))
+        .map(move |messages| {
+            let messages = messages?;
+            let mut out = String::new();
+            if first {
+                out.push('[');
             }
-            first = false;
-            out.push_str(&message);
-        }
-        Ok::<_, LogError>(Bytes::from(out))
-    });
+            for message in messages {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&message);
+            }
+            Ok::<_, LogError>(Bytes::from(out))
+        });
     let close = stream::once(async { Ok(Bytes::from_static(b"]")) });
     let body = items.chain(close).inspect(|item| {
         if let Err(e) = item {
@@ -309,10 +325,12 @@ async fn get(state: AppState, query_id: String, query: Query) -> Response {
     };
     let mut response = match found {
         Found::Snapshot { snapshot, reset } => {
-            let now = state.inner.runtime.store().query_info(&query_id).await;
             let at = QueryOffset::tail(snapshot.info());
-            let up_to_date = now.is_ok_and(|now| QueryOffset::tail(&now) <= at);
-            snapshot_response(query_id, snapshot, reset, up_to_date)
+            let after = match log::changes_after(&state, &query_id, at, budget).await {
+                Ok(after) => after,
+                Err(e) => return failed(&e),
+            };
+            snapshot_response(query_id, snapshot, reset, after)
         }
         Found::Changes {
             messages,
