@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use liveresults_core::{Commit, CommitReceipt, ResultStore, StoreError};
+use liveresults_core::{Commit, CommitReceipt, QueryInfo, ResultStore, StoreError};
 
 use crate::config::RetryPolicy;
 
@@ -61,6 +61,11 @@ where
 /// the batch was already applied); its retry then meets `SequenceRegression` with the store
 /// already at this commit's last sequence. Each query has one writer, this pipeline, so that
 /// sequence can only be this very commit: it counts as done instead of stopping the query.
+///
+/// The retry may instead be `Fenced` (the lease moved while the first attempt's reply was
+/// lost). Reporting that as "nothing committed" would be wrong if the first attempt landed —
+/// under the old, valid token — so the committed sequence is read back (reads are not fenced)
+/// and the commit counts as done when the store holds it; only otherwise is it `Fenced`.
 pub(crate) async fn commit_retrying(
     store: &dyn ResultStore,
     policy: RetryPolicy,
@@ -78,19 +83,35 @@ pub(crate) async fn commit_retrying(
             committed: Some(committed),
             ..
         }) if attempts > 1 && commit.sequence.is_some_and(|s| s.last == committed) => {
-            tracing::warn!(
-                query_id,
-                sequence = committed,
-                "a failed commit attempt had landed; counting it as committed"
-            );
             let info = store_retry(policy, "query_info", || store.query_info(query_id)).await?;
-            Ok(CommitReceipt {
-                sequence: info.sequence,
-                row_count: info.row_count,
-                inserted: 0,
-                deleted: 0,
-            })
+            Ok(landed_receipt(query_id, info))
+        }
+        Err(fenced @ StoreError::Fenced { .. }) if attempts > 1 => {
+            let Some(last) = commit.sequence.map(|s| s.last) else {
+                return Err(fenced);
+            };
+            match store_retry(policy, "query_info", || store.query_info(query_id)).await {
+                Ok(info) if info.sequence == Some(last) => Ok(landed_receipt(query_id, info)),
+                // Not landed, or the store cannot say: the fence is the answer.
+                _ => Err(fenced),
+            }
         }
         other => other,
+    }
+}
+
+/// The receipt of a commit found already applied by an earlier, failed-looking attempt, from
+/// the query's state read back after it.
+fn landed_receipt(query_id: &str, info: QueryInfo) -> CommitReceipt {
+    tracing::warn!(
+        query_id,
+        sequence = info.sequence,
+        "a failed commit attempt had landed; counting it as committed"
+    );
+    CommitReceipt {
+        sequence: info.sequence,
+        row_count: info.row_count,
+        inserted: 0,
+        deleted: 0,
     }
 }
