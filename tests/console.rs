@@ -8,7 +8,8 @@
 //! `scripts/setup.sh` with `LIVERESULTS_TEST_SERVICES=1` (as scripts/test.sh and CI run it)
 //! installs chromium and the pinned npm packages; without them this test fails saying so,
 //! never skips. `LIVERESULTS_CONSOLE_SCREENSHOTS=DIR` makes the script save
-//! console-queries.png and console-query.png there (the README's come from `docs/`).
+//! console-queries.png and console-query.png there (a relative DIR is taken from the checkout:
+//! `LIVERESULTS_CONSOLE_SCREENSHOTS=docs` refreshes the README's).
 
 mod support;
 
@@ -58,7 +59,11 @@ fn console_in_headless_chromium() {
         .env("LIVERESULTS_WRITE_TOKEN", WRITE_TOKEN)
         .env("CHROMIUM", chromium());
     if let Ok(shots) = std::env::var("LIVERESULTS_CONSOLE_SCREENSHOTS") {
-        node.env("LIVERESULTS_SCREENSHOTS", shots);
+        // Relative to the checkout (`docs`), not to the script's directory.
+        node.env(
+            "LIVERESULTS_SCREENSHOTS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(shots),
+        );
     }
     let output = node
         .output()
