@@ -14,6 +14,7 @@ use liveresults_redis_streams::{
 use tokio::io::AsyncWriteExt;
 
 use super::config::{runtime_config, PipelineArgs};
+use super::retention::RetentionArgs;
 use super::serve::{in_range, shutdown_signal};
 use super::store::Opened;
 use super::CliResult;
@@ -89,6 +90,8 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRY_BYTES, value_parser = in_range(1, 1 << 30))]
     max_entry_bytes: usize,
     #[command(flatten)]
+    retention: RetentionArgs,
+    #[command(flatten)]
     pipeline: PipelineArgs,
 }
 
@@ -112,12 +115,16 @@ pub async fn run(args: Args) -> CliResult {
     let source = StreamSource::new(&args.redis_url, source_config).map_err(|e| e.to_string())?;
     let store = match &args.data {
         Some(dir) if !args.memory => {
-            RocksStore::open(dir, RocksStoreOptions::new().sync_commits(true))
+            let options = (RocksStoreOptions::new().sync_commits(true))
+                .outbox_retention(args.retention.retention());
+            RocksStore::open(dir, options)
                 .await
                 .map(Opened::Rocks)
                 .map_err(|e| format!("opening {}: {e}", dir.display()))?
         }
-        _ => Opened::Memory(Arc::new(MemoryStore::new())),
+        _ => Opened::Memory(Arc::new(MemoryStore::with_retention(
+            args.retention.retention(),
+        ))),
     };
     let runtime = Runtime::start(store.shared(), config, Vec::new())
         .await

@@ -7,6 +7,7 @@ mod consume;
 mod dump;
 mod hosts;
 mod replay;
+mod retention;
 mod serve;
 mod stats;
 mod store;

@@ -8,6 +8,7 @@ use liveresults::runtime::{run_ndjson, Runtime, DEFAULT_MAX_LINE_BYTES};
 use tokio::io::{AsyncBufRead, BufReader};
 
 use super::config::{runtime_config, PipelineArgs};
+use super::retention::RetentionArgs;
 use super::store::DataArgs;
 use super::CliResult;
 
@@ -18,6 +19,8 @@ pub struct Args {
     input: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
@@ -34,7 +37,7 @@ pub async fn run(args: Args) -> CliResult {
             .map_err(|e| format!("opening {}: {e}", args.input.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let store = args.data.open().await?;
+    let store = args.data.open_with(args.retention.retention()).await?;
     let runtime = Runtime::start(store.shared(), config, Vec::new())
         .await
         .map_err(|e| format!("starting the runtime: {e}"))?;

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use super::config::{runtime_config, PipelineArgs};
 use super::hosts::HostArgs;
+use super::retention::RetentionArgs;
 use super::store::Opened;
 use super::CliResult;
 
@@ -41,6 +42,8 @@ pub struct Args {
     memory: bool,
     #[command(flatten)]
     hosts: HostArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
     #[command(flatten)]
     pipeline: PipelineArgs,
     /// Lines per ingest chunk; each chunk is one atomic commit (1 to 1,000,000).
@@ -176,11 +179,12 @@ pub async fn run(args: Args) -> CliResult {
         .tokens(tokens)
         .allowed_hosts(args.allowed_hosts.clone())
         .cors_origins(args.cors_origin.clone());
+    let retention = args.retention.retention();
     let store = match (&args.data, &args.hosts.redis, &args.hosts.postgres) {
-        (_, _, Some(url)) => Opened::postgres(url).await?,
-        (_, Some(url), None) => Opened::redis(url).await?,
-        (Some(dir), None, None) if !args.memory => Opened::rocks(dir).await?,
-        _ => Opened::Memory(Arc::new(MemoryStore::new())),
+        (_, _, Some(url)) => Opened::postgres(url, retention).await?,
+        (_, Some(url), None) => Opened::redis(url, retention).await?,
+        (Some(dir), None, None) if !args.memory => Opened::rocks(dir, retention).await?,
+        _ => Opened::Memory(Arc::new(MemoryStore::with_retention(retention))),
     };
     let long_poll = Duration::from_secs(args.long_poll_timeout_secs);
     // Streams live where the hosts meet: on Redis when it is shared, else beside the data.

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use liveresults::{MemoryStore, ResultStore, RocksStore, RocksStoreOptions};
+use liveresults::{MemoryStore, OutboxRetention, ResultStore, RocksStore, RocksStoreOptions};
 use liveresults_postgres::{PgStore, PgStoreOptions};
 use liveresults_redis::{RedisStore, RedisStoreOptions};
 
@@ -32,12 +32,18 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// Opens the store these arguments name.
+    /// Opens the store these arguments name, for reading or clearing (commits would prune
+    /// outboxes to the default retention: commands that commit use [`DataArgs::open_with`]).
     pub async fn open(&self) -> CliResult<Opened> {
+        self.open_with(OutboxRetention::default()).await
+    }
+
+    /// Opens the store these arguments name; commits keep `retention` of each outbox.
+    pub async fn open_with(&self, retention: OutboxRetention) -> CliResult<Opened> {
         match (&self.data, &self.redis, &self.postgres) {
-            (_, _, Some(url)) => Opened::postgres(url).await,
-            (_, Some(url), None) => Opened::redis(url).await,
-            (Some(dir), None, None) => Opened::rocks(dir).await,
+            (_, _, Some(url)) => Opened::postgres(url, retention).await,
+            (_, Some(url), None) => Opened::redis(url, retention).await,
+            (Some(dir), None, None) => Opened::rocks(dir, retention).await,
             // clap requires one of them.
             (None, None, None) => Err("give --data DIR, --redis URL or --postgres URL".to_owned()),
         }
@@ -57,25 +63,27 @@ pub enum Opened {
 }
 
 impl Opened {
-    /// Opens the RocksDB store in `dir`.
-    pub async fn rocks(dir: &Path) -> CliResult<Opened> {
-        RocksStore::open(dir, RocksStoreOptions::new())
+    /// Opens the RocksDB store in `dir`, keeping `retention` of each outbox.
+    pub async fn rocks(dir: &Path, retention: OutboxRetention) -> CliResult<Opened> {
+        RocksStore::open(dir, RocksStoreOptions::new().outbox_retention(retention))
             .await
             .map(Opened::Rocks)
             .map_err(|e| format!("opening {}: {e}", dir.display()))
     }
 
-    /// Connects to the Redis store at `url`.
-    pub async fn redis(url: &str) -> CliResult<Opened> {
-        RedisStore::connect(url, RedisStoreOptions::new())
+    /// Connects to the Redis store at `url`, keeping `retention` of each outbox.
+    pub async fn redis(url: &str, retention: OutboxRetention) -> CliResult<Opened> {
+        let options = RedisStoreOptions::new().outbox_retention(retention);
+        RedisStore::connect(url, options)
             .await
             .map(Opened::Redis)
             .map_err(|e| format!("connecting to {url}: {e}"))
     }
 
-    /// Connects to the PostgreSQL store at `url` (creating or migrating its schema).
-    pub async fn postgres(url: &str) -> CliResult<Opened> {
-        PgStore::connect(url, PgStoreOptions::new())
+    /// Connects to the PostgreSQL store at `url` (creating or migrating its schema), keeping
+    /// `retention` of each outbox.
+    pub async fn postgres(url: &str, retention: OutboxRetention) -> CliResult<Opened> {
+        PgStore::connect(url, PgStoreOptions::new().outbox_retention(retention))
             .await
             .map(Opened::Postgres)
             .map_err(|e| format!("connecting to PostgreSQL: {e}"))
