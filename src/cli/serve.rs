@@ -100,6 +100,11 @@ pub struct Args {
     /// Queries the server holds; a first write to one more gets 403 (1 to 100,000,000).
     #[arg(long, default_value_t = DEFAULT_MAX_QUERIES, value_parser = in_range(1, 100_000_000))]
     max_queries: usize,
+    /// Durable Streams at /v1/stream the server holds; creating one more gets 403 and
+    /// creates nothing (1 to 100,000,000).
+    #[arg(long, default_value_t = liveresults_server::streams::DEFAULT_MAX_STREAMS,
+          value_parser = in_range(1, 100_000_000))]
+    max_streams: usize,
     /// Longest query id in bytes; longer ids get 400 (1 to 65,535).
     #[arg(long, default_value_t = DEFAULT_MAX_QUERY_ID_BYTES,
           value_parser = in_range(1, liveresults::core::rules::MAX_QUERY_ID_BYTES))]
@@ -193,7 +198,7 @@ pub async fn run(args: Args) -> CliResult {
         (None, Some(dir)) => super::streams::Home::Data(dir),
         (None, None) => super::streams::Home::Memory,
     };
-    let streams = super::streams::open(home, long_poll).await?;
+    let streams = super::streams::open(home, long_poll, args.max_streams).await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -27,9 +27,16 @@ pub enum Home<'a> {
     Memory,
 }
 
-/// Opens the streams service in `home`. Long-polls wait at most `long_poll_timeout`.
-pub async fn open(home: Home<'_>, long_poll_timeout: Duration) -> CliResult<Streams> {
-    let config = StreamsConfig::default().long_poll_timeout(long_poll_timeout);
+/// Opens the streams service in `home`. Long-polls wait at most `long_poll_timeout`; at most
+/// `max_streams` streams may exist.
+pub async fn open(
+    home: Home<'_>,
+    long_poll_timeout: Duration,
+    max_streams: usize,
+) -> CliResult<Streams> {
+    let config = StreamsConfig::default()
+        .long_poll_timeout(long_poll_timeout)
+        .max_streams(max_streams);
     let opened = match home {
         Home::Redis(url) => {
             let store = RedisStreamStore::connect(url, &RedisStoreOptions::new())

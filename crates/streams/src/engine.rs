@@ -351,6 +351,15 @@ impl Engine {
         Ok(stale.len())
     }
 
+    /// How many streams this engine holds (soft-deleted ones included), for the stream cap.
+    pub fn stream_count(&self) -> usize {
+        let slots = self
+            .slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.len()
+    }
+
     /// Every slot (for the expiry sweep).
     pub fn all_slots(&self) -> Vec<Arc<Slot>> {
         let slots = self

@@ -46,6 +46,9 @@ pub use store::{Change, StoreError, StreamStore};
 /// Longest duration any setting may have: one day, so no deadline arithmetic can overflow.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Default of [`StreamsConfig::max_streams`].
+pub const DEFAULT_MAX_STREAMS: usize = 100_000;
+
 /// Settings of the streams service.
 #[derive(Clone, Debug)]
 pub struct StreamsConfig {
@@ -64,6 +67,12 @@ pub struct StreamsConfig {
     pub max_read_bytes: usize,
     /// Interval of the expiry sweep (default 1 s).
     pub sweep_interval: Duration,
+    /// Streams the service holds at most (default 100,000; soft-deleted ones that forks
+    /// still read count): every stream's meta lives in memory and its data on disk, so a
+    /// client with the write role must not be able to create millions. A create beyond it
+    /// answers 403 (`too-many-streams`) and creates nothing; re-creating an existing stream
+    /// still succeeds. On a shared store the count is this host's view of the streams.
+    pub max_streams: usize,
 }
 
 impl Default for StreamsConfig {
@@ -75,6 +84,7 @@ impl Default for StreamsConfig {
             max_append_bytes: 16 << 20,
             max_read_bytes: 4 << 20,
             sweep_interval: Duration::from_secs(1),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -112,6 +122,13 @@ impl StreamsConfig {
     #[must_use]
     pub fn max_read_bytes(mut self, bytes: usize) -> Self {
         self.max_read_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`StreamsConfig::max_streams`] (at least 1).
+    #[must_use]
+    pub fn max_streams(mut self, streams: usize) -> Self {
+        self.max_streams = streams.max(1);
         self
     }
 

@@ -31,6 +31,32 @@ fn location(headers: &HeaderMap, path: &str) -> Option<String> {
     Some(format!("{proto}://{host}{path}"))
 }
 
+/// The 403 of a create of a new stream when the service holds `max_streams` already (a
+/// re-create of an existing name is not refused: it creates nothing). Checked before the body
+/// is read; concurrent creates of new names can pass the check together, so the cap can be
+/// exceeded by the creates in flight at that moment, never more.
+fn beyond_stream_cap(state: &HttpState, name: &str) -> Option<Response> {
+    let engine = &state.streams.engine;
+    let max = state.streams.config.max_streams;
+    if engine.slot(name).is_some() || engine.stream_count() < max {
+        return None;
+    }
+    let detail = format!(
+        "the server holds its maximum of {max} streams (--max-streams); stream {name:?} was not \
+         created. Delete streams or raise the limit"
+    );
+    tracing::warn!(
+        stream = name,
+        max,
+        "stream create refused: too many streams"
+    );
+    Some(super::problem_response(
+        StatusCode::FORBIDDEN,
+        "too-many-streams",
+        &detail,
+    ))
+}
+
 pub(crate) async fn put(state: &HttpState, request: Request) -> Result<Response, StreamError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -46,6 +72,9 @@ pub(crate) async fn put(state: &HttpState, request: Request) -> Result<Response,
         .map(str::trim)
         .filter(|ct| !ct.is_empty())
         .map(str::to_owned);
+    if let Some(refused) = beyond_stream_cap(state, name) {
+        return Ok(refused);
+    }
     let limit = state.streams.config.max_append_bytes;
     let body = read_body(body, content_length(headers), limit).await?;
     let create = CreateRequest {
