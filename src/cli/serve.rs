@@ -105,6 +105,11 @@ pub struct Args {
     #[arg(long, default_value_t = liveresults_server::streams::DEFAULT_MAX_STREAMS,
           value_parser = in_range(1, 100_000_000))]
     max_streams: usize,
+    /// Idempotent producers (Producer-Id) one stream keeps state for; a new producer's first
+    /// append beyond it gets 403 and appends nothing (1 to 10,000,000).
+    #[arg(long, default_value_t = liveresults_server::streams::DEFAULT_MAX_PRODUCERS,
+          value_parser = in_range(1, 10_000_000))]
+    max_stream_producers: usize,
     /// Longest query id in bytes; longer ids get 400 (1 to 65,535).
     #[arg(long, default_value_t = DEFAULT_MAX_QUERY_ID_BYTES,
           value_parser = in_range(1, liveresults::core::rules::MAX_QUERY_ID_BYTES))]
@@ -198,7 +203,8 @@ pub async fn run(args: Args) -> CliResult {
         (None, Some(dir)) => super::streams::Home::Data(dir),
         (None, None) => super::streams::Home::Memory,
     };
-    let streams = super::streams::open(home, long_poll, args.max_streams).await?;
+    let (max_streams, max_producers) = (args.max_streams, args.max_stream_producers);
+    let streams = super::streams::open(home, long_poll, max_streams, max_producers).await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await

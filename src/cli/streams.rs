@@ -28,15 +28,17 @@ pub enum Home<'a> {
 }
 
 /// Opens the streams service in `home`. Long-polls wait at most `long_poll_timeout`; at most
-/// `max_streams` streams may exist.
+/// `max_streams` streams may exist, each with at most `max_producers` idempotent producers.
 pub async fn open(
     home: Home<'_>,
     long_poll_timeout: Duration,
     max_streams: usize,
+    max_producers: usize,
 ) -> CliResult<Streams> {
     let config = StreamsConfig::default()
         .long_poll_timeout(long_poll_timeout)
-        .max_streams(max_streams);
+        .max_streams(max_streams)
+        .max_producers(max_producers);
     let opened = match home {
         Home::Redis(url) => {
             let store = RedisStreamStore::connect(url, &RedisStoreOptions::new())

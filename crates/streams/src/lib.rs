@@ -48,6 +48,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Default of [`StreamsConfig::max_streams`].
 pub const DEFAULT_MAX_STREAMS: usize = 100_000;
+/// Default of [`StreamsConfig::max_producers`].
+pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
 
 /// Settings of the streams service.
 #[derive(Clone, Debug)]
@@ -73,6 +75,11 @@ pub struct StreamsConfig {
     /// answers 403 (`too-many-streams`) and creates nothing; re-creating an existing stream
     /// still succeeds. On a shared store the count is this host's view of the streams.
     pub max_streams: usize,
+    /// Idempotent producers one stream keeps state for at most (default 10,000): each
+    /// producer id's state is kept as long as the stream. A producer's first append beyond
+    /// it answers 403 (`too-many-producers`) and appends nothing; known producers go on.
+    /// Enforced where the store counts producers (memory, RocksDB).
+    pub max_producers: usize,
 }
 
 impl Default for StreamsConfig {
@@ -85,6 +92,7 @@ impl Default for StreamsConfig {
             max_read_bytes: 4 << 20,
             sweep_interval: Duration::from_secs(1),
             max_streams: DEFAULT_MAX_STREAMS,
+            max_producers: DEFAULT_MAX_PRODUCERS,
         }
     }
 }
@@ -129,6 +137,13 @@ impl StreamsConfig {
     #[must_use]
     pub fn max_streams(mut self, streams: usize) -> Self {
         self.max_streams = streams.max(1);
+        self
+    }
+
+    /// Sets [`StreamsConfig::max_producers`] (at least 1).
+    #[must_use]
+    pub fn max_producers(mut self, producers: usize) -> Self {
+        self.max_producers = producers.max(1);
         self
     }
 

@@ -57,6 +57,16 @@ impl StreamStore for MemoryStreamStore {
             .copied())
     }
 
+    async fn producer_count(&self, id: u64, at_most: usize) -> Result<Option<usize>, StoreError> {
+        let inner = self.lock();
+        let from = (id, String::new());
+        let count = (inner.producers.range(from..))
+            .take_while(|((stream, _), _)| *stream == id)
+            .take(at_most)
+            .count();
+        Ok(Some(count))
+    }
+
     async fn write(&self, set: WriteSet) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for id in set.drop_streams {

@@ -183,6 +183,23 @@ impl StreamStore for RocksStreamStore {
         .await
     }
 
+    async fn producer_count(&self, id: u64, at_most: usize) -> Result<Option<usize>, StoreError> {
+        self.blocking(move |db, path| {
+            let prefix = id.to_be_bytes();
+            let mode = IteratorMode::From(&prefix, Direction::Forward);
+            let mut count = 0;
+            for item in db.iterator_cf(cf(db, CF_PRODUCERS)?, mode) {
+                let (key, _) = item.map_err(|e| backend(path, &e))?;
+                if !key.starts_with(&prefix) || count >= at_most {
+                    break;
+                }
+                count += 1;
+            }
+            Ok(Some(count))
+        })
+        .await
+    }
+
     async fn write(&self, set: WriteSet) -> Result<(), StoreError> {
         let sync = self.sync;
         self.blocking(move |db, path| {

@@ -109,6 +109,14 @@ pub trait StreamStore: Send + Sync + 'static {
     /// The state of `producer` on stream `id`, if it has written there.
     async fn producer(&self, id: u64, producer: &str) -> Result<Option<ProducerState>, StoreError>;
 
+    /// How many producers have state on stream `id`, counting at most `at_most` (a caller
+    /// comparing with a cap needs no more). `None`: this backend does not count (the
+    /// per-stream producer cap is then not enforced).
+    async fn producer_count(&self, id: u64, at_most: usize) -> Result<Option<usize>, StoreError> {
+        let _ = (id, at_most);
+        Ok(None)
+    }
+
     /// Applies `set` atomically (and durably, for a durable backend) before returning.
     async fn write(&self, set: WriteSet) -> Result<(), StoreError>;
 

@@ -101,6 +101,39 @@ pub(crate) async fn put(state: &HttpState, request: Request) -> Result<Response,
     Ok(response)
 }
 
+/// The 403 of a new producer's first append to a stream that keeps state for
+/// `max_producers` producers already (each producer id's state lives as long as the stream,
+/// so without a cap a client could grow it without end). Producers the stream knows are never
+/// refused. Like the stream cap, checked before the append: new producers appending at the
+/// same moment can pass together.
+async fn beyond_producer_cap(
+    state: &HttpState,
+    name: &str,
+    producer: &str,
+) -> Result<Option<Response>, StreamError> {
+    let engine = &state.streams.engine;
+    let max = state.streams.config.max_producers;
+    let (_, meta) = engine.lookup(name, false).await?;
+    if engine.store.producer(meta.id, producer).await?.is_some() {
+        return Ok(None);
+    }
+    match engine.store.producer_count(meta.id, max).await? {
+        Some(count) if count >= max => {}
+        _ => return Ok(None),
+    }
+    let detail = format!(
+        "stream {name:?} keeps state for its maximum of {max} idempotent producers \
+         (--max-stream-producers); the first append of producer {producer:?} was refused and \
+         nothing was appended. Reuse a producer id or use another stream"
+    );
+    tracing::warn!(stream = name, max, "append refused: too many producers");
+    Ok(Some(super::problem_response(
+        StatusCode::FORBIDDEN,
+        "too-many-producers",
+        &detail,
+    )))
+}
+
 pub(crate) async fn post(state: &HttpState, request: Request) -> Result<Response, StreamError> {
     let (parts, body) = request.into_parts();
     let name = stream_name(parts.uri.path())?;
@@ -112,6 +145,11 @@ pub(crate) async fn post(state: &HttpState, request: Request) -> Result<Response
         .map(str::trim)
         .filter(|ct| !ct.is_empty())
         .map(str::to_owned);
+    if let Some(p) = &producer {
+        if let Some(refused) = beyond_producer_cap(state, name, &p.id).await? {
+            return Ok(refused);
+        }
+    }
     let limit = state.streams.config.max_append_bytes;
     let body = read_body(body, content_length(headers), limit).await?;
     let append = AppendRequest {
