@@ -74,9 +74,11 @@ const browser = await puppeteer.launch({
   defaultViewport: { width: 1280, height: 800 },
 });
 let failed = null;
+/** Script errors the page reported, printed when a check fails. */
+const pageProblems = [];
 try {
   const page = await browser.newPage();
-  const problems = [];
+  const problems = pageProblems;
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
     // A refused fetch (the 401 before the token) is expected; script or CSP errors are not.
@@ -234,6 +236,7 @@ try {
 }
 if (failed) {
   console.log(`not ok - ${failed.message}`);
+  for (const p of pageProblems) console.log(`# ${p}`);
   console.log(`browser test failed after ${results.length} checks`);
   process.exit(1);
 }

@@ -143,7 +143,10 @@ export function queriesPage(main, ctx) {
     count.textContent = show(q.row_count);
     epoch.textContent = show(q.epoch);
     const reactions = q.reactions || [];
-    lag.textContent = reactions.length ? String(maxLag(q)) : "—";
+    // A few reactions are listed by name; more show the largest lag (every one on hover).
+    lag.textContent = !reactions.length ? "—"
+      : reactions.length <= 3 ? reactions.map((r) => `${r.reaction} ${r.lag}`).join(", ")
+      : `max ${maxLag(q)}`;
     lag.title = reactions.map((r) => `${r.reaction}: ${r.lag}${r.failure ? ` (failed: ${r.failure})` : ""}`).join("\n");
     if (reactions.some((r) => r.failure)) lag.classList.add("bad-text");
     else lag.classList.remove("bad-text");
