@@ -203,6 +203,7 @@ export function queriesPage(main, ctx) {
   let stopped = false;
   let timer = null;
   async function poll() {
+    const started = performance.now();
     try {
       overview = await getJson(`/ui/api/queries?limit=${LIMIT}`);
       const now = performance.now();
@@ -216,7 +217,8 @@ export function queriesPage(main, ctx) {
     } catch (e) {
       ctx.connection(`Cannot read the queries: ${e.message}`);
     }
-    if (!stopped) timer = setTimeout(poll, POLL_MS);
+    // A steady cadence: the request's own time comes out of the wait, not on top of it.
+    if (!stopped) timer = setTimeout(poll, Math.max(50, POLL_MS - (performance.now() - started)));
   }
   poll();
   return () => {
