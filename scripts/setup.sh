@@ -56,7 +56,7 @@ fi
 # The console's browser test (tests/console.rs) drives Debian's headless Chromium; asked of
 # dpkg, not of the file system, so a half-removed package is installed again.
 deb_installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
 }
 if [ "${LIVERESULTS_TEST_SERVICES:-0}" = 1 ] && command -v dpkg-query >/dev/null 2>&1; then
   deb_installed chromium || apt_install chromium "needed by the console's browser test"
