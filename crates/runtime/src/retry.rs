@@ -84,14 +84,14 @@ pub(crate) async fn commit_retrying(
             ..
         }) if attempts > 1 && commit.sequence.is_some_and(|s| s.last == committed) => {
             let info = store_retry(policy, "query_info", || store.query_info(query_id)).await?;
-            Ok(landed_receipt(query_id, info))
+            Ok(landed_receipt(query_id, &info))
         }
         Err(fenced @ StoreError::Fenced { .. }) if attempts > 1 => {
             let Some(last) = commit.sequence.map(|s| s.last) else {
                 return Err(fenced);
             };
             match store_retry(policy, "query_info", || store.query_info(query_id)).await {
-                Ok(info) if info.sequence == Some(last) => Ok(landed_receipt(query_id, info)),
+                Ok(info) if info.sequence == Some(last) => Ok(landed_receipt(query_id, &info)),
                 // Not landed, or the store cannot say: the fence is the answer.
                 _ => Err(fenced),
             }
@@ -102,7 +102,7 @@ pub(crate) async fn commit_retrying(
 
 /// The receipt of a commit found already applied by an earlier, failed-looking attempt, from
 /// the query's state read back after it.
-fn landed_receipt(query_id: &str, info: QueryInfo) -> CommitReceipt {
+fn landed_receipt(query_id: &str, info: &QueryInfo) -> CommitReceipt {
     tracing::warn!(
         query_id,
         sequence = info.sequence,
