@@ -10,7 +10,7 @@ use crate::error::StreamError;
 use crate::json;
 use crate::meta::{media_type, ProducerState, ProducerTuple, StreamMeta};
 use crate::offset::MAX_POSITION;
-use crate::store::{Record, WriteSet};
+use crate::store::{Record, StoreError, WriteSet};
 use crate::time::now_ms;
 
 /// An append request, parsed.
@@ -169,11 +169,12 @@ impl Engine {
             match check_producer(state, p)? {
                 Verdict::Accept(state) => producer = Some(state),
                 Verdict::Duplicate(state) => {
+                    let meta = self.reload_for_duplicate(name, meta).await?;
                     return Ok(Appended {
                         meta,
                         status: AppendStatus::Duplicate,
                         producer: Some(state),
-                    })
+                    });
                 }
             }
         }
@@ -212,7 +213,8 @@ impl Engine {
         if request.stream_seq.is_some() {
             next.last_seq = request.stream_seq.clone();
         }
-        next.last_access_ms = now_ms();
+        // Never backwards, whatever this host's clock says next to the host that wrote last.
+        next.last_access_ms = now_ms().max(meta.last_access_ms);
         if let (Some(p), Some(state)) = (&request.producer, producer) {
             set.producers.push((meta.id, p.id.clone(), state));
         }
@@ -231,6 +233,28 @@ impl Engine {
             },
             producer,
         })
+    }
+
+    /// The meta a duplicate is answered with. On a shared store the producer state was read
+    /// after the meta, so another host may have appended the matched message in between: the
+    /// meta is reloaded (under the slot lock the caller holds) so the answer's tail is not
+    /// before that message. A stream replaced meanwhile is a conflict: decided again.
+    async fn reload_for_duplicate(
+        &self,
+        name: &str,
+        meta: Arc<StreamMeta>,
+    ) -> Result<Arc<StreamMeta>, StreamError> {
+        if !self.shared {
+            return Ok(meta);
+        }
+        let fresh = (self.store.load_metas(&[name.to_owned()]).await?)
+            .pop()
+            .flatten();
+        self.apply(name, fresh);
+        match self.slot(name).and_then(|s| s.meta()) {
+            Some(m) if m.id == meta.id => Ok(m),
+            _ => Err(StoreError::Conflict(name.to_owned()).into()),
+        }
     }
 
     /// The record an append adds, after the content-type and (JSON) body checks; `None` for a

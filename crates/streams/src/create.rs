@@ -307,10 +307,16 @@ impl Engine {
                 "Stream-Fork-Sub-Offset points past the append at Stream-Fork-Offset".into(),
             )
         };
-        let record = self
-            .record_at(source, anchor)
-            .await?
-            .ok_or_else(overshoot)?;
+        let Some(record) = self.record_at(source, anchor).await? else {
+            // On a shared store the source may have been deleted elsewhere since it was
+            // loaded (its records dropped): that is a 404, not a bad sub-offset.
+            if self.shared && anchor < source.tail {
+                if let Some(gone) = self.vanished(&fork.source, source.id).await? {
+                    return Err(gone);
+                }
+            }
+            return Err(overshoot());
+        };
         if record.start != anchor {
             return Err(StreamError::BadRequest(
                 "Stream-Fork-Sub-Offset needs a Stream-Fork-Offset at the start of an append"

@@ -155,7 +155,7 @@ pub fn expired(slot: &Slot, meta: &StreamMeta, now: u64) -> bool {
 pub struct Engine {
     pub(crate) store: Arc<dyn StreamStore>,
     /// [`StreamStore::shared`], read once.
-    shared: bool,
+    pub(crate) shared: bool,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     /// Serializes operations that change several streams; holds the next stream id.
     pub(crate) structure: Mutex<u64>,
@@ -231,7 +231,7 @@ impl Engine {
     /// the new stream's bytes at their offsets), else the new meta if it differs. Callers
     /// serialize this with the stream's writers (its slot lock, or the structure lock when it
     /// has no slot), so what a slot publishes only moves forward.
-    fn apply(&self, name: &str, fresh: Option<StreamMeta>) {
+    pub(crate) fn apply(&self, name: &str, fresh: Option<StreamMeta>) {
         let mut slots = self
             .slots
             .write()
@@ -271,16 +271,32 @@ impl Engine {
         let mut name = name.to_owned();
         for _ in 0..MAX_FORK_DEPTH {
             let fresh = self.refresh_one(&name).await?;
+            // Follow the source unless this host holds that very stream (same id): a slot for
+            // an older stream of the same name (deleted and re-created elsewhere) is stale.
             match fresh.and_then(|m| m.fork.clone()) {
-                Some(fork) if self.slot(&fork.source).is_none() => name = fork.source,
+                Some(fork)
+                    if self.slot(&fork.source).and_then(|s| s.meta()).map(|m| m.id)
+                        != Some(fork.source_id) =>
+                {
+                    name = fork.source;
+                }
                 _ => break,
             }
         }
         Ok(())
     }
 
+    /// Reads `name`'s stored meta without any lock first (most requests find it unchanged),
+    /// and takes the locks — then reads again, so what it applies is not older than what a
+    /// writer holding the lock published — only when it differs from this host's view (for a
+    /// name without a slot, only when the store has it).
     async fn refresh_one(&self, name: &str) -> Result<Option<Arc<StreamMeta>>, StoreError> {
         let names = [name.to_owned()];
+        let held = || self.slot(name).and_then(|s| s.meta());
+        let unlocked = self.store.load_metas(&names).await?.pop().flatten();
+        if held().as_deref() == unlocked.as_ref() {
+            return Ok(held());
+        }
         for _ in 0..MAX_ATTEMPTS {
             match self.slot(name) {
                 Some(slot) => {
@@ -301,9 +317,9 @@ impl Engine {
                     self.apply(name, fresh);
                 }
             }
-            return Ok(self.slot(name).and_then(|s| s.meta()));
+            return Ok(held());
         }
-        Ok(self.slot(name).and_then(|s| s.meta()))
+        Ok(held())
     }
 
     /// Shared stores: refreshes every stream whose stored meta differs from this host's view
@@ -387,8 +403,17 @@ impl Engine {
         let now = now_ms();
         if expired(&slot, &meta, now) {
             self.expire(name).await?;
-            return match self.slot(name).and_then(|s| s.meta()) {
+            // The expire may have lost to another host's write (an append that renewed the
+            // TTL): then the slot holds the fresh, unexpired meta and the request goes on.
+            let slot = self.slot(name).ok_or_else(not_found)?;
+            return match slot.meta() {
                 Some(m) if m.soft_deleted => Err(StreamError::Gone(name.to_owned())),
+                Some(m) if !expired(&slot, &m, now_ms()) => {
+                    if touch {
+                        slot.touch(now_ms());
+                    }
+                    Ok((slot, m))
+                }
                 _ => Err(not_found()),
             };
         }
@@ -473,6 +498,9 @@ impl Engine {
         let mut source = meta.fork.clone();
         while let Some(fork) = source.take() {
             let Some(parent) = self.slot(&fork.source) else {
+                // Checked like the rest: if the store has it after all, the write is refused,
+                // the source reloaded and the delete decided again.
+                set.expected.push((fork.source.clone(), None));
                 tracing::warn!(
                     stream = name,
                     source = fork.source,
@@ -481,7 +509,15 @@ impl Engine {
                 break;
             };
             guards.push(parent.lock().await);
-            let Some(pmeta) = parent.meta().filter(|p| p.id == fork.source_id) else {
+            let held = parent.meta();
+            if held.as_ref().is_none_or(|p| p.id != fork.source_id) {
+                // This host holds an older stream of that name (or none): expecting it makes
+                // the store refuse the write if the fork's real source is stored, so its fork
+                // count is not left behind (the conflict reloads it and the caller retries).
+                set.expected
+                    .push((fork.source.clone(), held.as_deref().cloned()));
+            }
+            let Some(pmeta) = held.filter(|p| p.id == fork.source_id) else {
                 tracing::warn!(
                     stream = name,
                     source = fork.source,

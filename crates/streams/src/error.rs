@@ -108,6 +108,7 @@ impl StreamError {
             StreamError::StaleEpoch { .. } => "stale-producer-epoch",
             StreamError::SeqGap { .. } => "producer-sequence-gap",
             StreamError::ShuttingDown => "shutting-down",
+            StreamError::Store(StoreError::Corrupt(_)) => "store-corrupt",
             StreamError::Store(_) => "store-unavailable",
         }
     }

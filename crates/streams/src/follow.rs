@@ -5,12 +5,14 @@
 //! Notices are fire-and-forget (Redis Pub/Sub loses what is published while the subscriber
 //! reconnects), so the task does not rely on them alone: a [`Change::Lost`] (the store's
 //! subscription dropped) or a lagging receiver re-checks every stream, and every
-//! [`RECHECK_EVERY`] the streams with live readers are compared with the store in one read.
+//! [`RECHECK_EVERY`] the streams with live readers are compared with the store in one read
+//! (every stream, after a change this host failed to apply).
 //! A reader is therefore woken within about a second even if its notice never came — well
 //! inside a long-poll's timeout — and every request reloads its stream anyway
 //! ([`Engine::refresh`]).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -38,13 +40,20 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RECHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A change this host failed to apply (the store answered with an error): the next
+        // tick re-checks every stream, since the one that failed may have no live reader for
+        // the watched-only re-check to look at.
+        let failed = AtomicBool::new(false);
         loop {
             let mut names = BTreeSet::new();
             let mut all = false;
             let mut watched = false;
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = tick.tick() => watched = true,
+                _ = tick.tick() => {
+                    watched = true;
+                    all = failed.swap(false, Ordering::Relaxed);
+                }
                 change = changes.recv() => match change {
                     Ok(Change::Stream(name)) => {
                         names.insert(name);
@@ -69,15 +78,17 @@ pub(crate) fn spawn(
             if all || watched {
                 if let Err(e) = engine.recheck(all).await {
                     tracing::warn!(error = %e, all, "re-checking streams against the store failed");
+                    failed.store(true, Ordering::Relaxed);
                 }
             }
             if !all {
-                let engine = &engine;
+                let (engine, failed) = (&engine, &failed);
                 futures_util::stream::iter(names)
                     .for_each_concurrent(CONCURRENCY, |name| async move {
                         if let Err(e) = engine.refresh(&name).await {
                             tracing::warn!(stream = %name, error = %e,
                                 "applying another host's change failed; the re-check retries");
+                            failed.store(true, Ordering::Relaxed);
                         }
                     })
                     .await;

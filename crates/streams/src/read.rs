@@ -98,6 +98,50 @@ impl Engine {
         from: u64,
         max_bytes: usize,
     ) -> Result<Chunk, StreamError> {
+        match self.read_records(meta, from, max_bytes).await {
+            Err(StreamError::Store(StoreError::Corrupt(detail))) if self.shared => {
+                // Another host may have deleted (or expired) the stream, and dropped its
+                // records, after this host loaded its meta: that is a 404, not corruption.
+                let name = (self.all_slots().into_iter())
+                    .find(|s| s.meta().is_some_and(|m| m.id == meta.id))
+                    .map(|s| s.name.clone());
+                match name {
+                    Some(name) => match self.vanished(&name, meta.id).await? {
+                        Some(gone) => Err(gone),
+                        None => Err(StoreError::Corrupt(detail).into()),
+                    },
+                    // No slot holds it any more: this host has already applied its removal.
+                    None => Err(StreamError::NotFound("(deleted while being read)".into())),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Shared stores: what records of stream `id`, stored under `name`, that a meta promised
+    /// but the store no longer has mean — `None` when `name` still holds that stream (then
+    /// they are truly lost), else the 404 (or 410) the request gets.
+    pub(crate) async fn vanished(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> Result<Option<StreamError>, StreamError> {
+        let stored = (self.store.load_metas(&[name.to_owned()]).await?)
+            .pop()
+            .flatten();
+        Ok(match stored {
+            Some(m) if m.id == id && m.soft_deleted => Some(StreamError::Gone(name.to_owned())),
+            Some(m) if m.id == id => None,
+            _ => Some(StreamError::NotFound(name.to_owned())),
+        })
+    }
+
+    async fn read_records(
+        &self,
+        meta: &Arc<StreamMeta>,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Chunk, StreamError> {
         let json = meta.is_json();
         let mut parts: Vec<Bytes> = Vec::new();
         let mut position = from;

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StreamError;
+use crate::store::StoreError;
 use crate::Streams;
 use headers::*;
 
@@ -51,6 +52,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 /// Routes by method (one route, so unknown methods get a problem document like the rest).
 async fn dispatch(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
     let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let result = match method.as_str() {
         "GET" => read::get(&state, request).await,
         "HEAD" => read::head(&state, request).await,
@@ -70,7 +72,10 @@ async fn dispatch(State(state): State<HttpState>, request: axum::extract::Reques
             Ok(response)
         }
     };
-    result.unwrap_or_else(|e| error_response(&e))
+    result.unwrap_or_else(|e| {
+        let stream = path.strip_prefix("/v1/stream/").unwrap_or(&path);
+        error_response(&e, stream)
+    })
 }
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
@@ -166,12 +171,26 @@ fn problem_response(status: StatusCode, kind: &str, detail: &str) -> Response {
 }
 
 /// The response for `error`, with the protocol's headers for it.
-pub(crate) fn error_response(error: &StreamError) -> Response {
+/// Store failures get a generic detail: their text (Redis errors, script replies, key names)
+/// is for the operator's log, not for clients.
+pub(crate) fn error_response(error: &StreamError, stream: &str) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
-        tracing::warn!(error = %error, "stream request failed");
-    }
-    let mut response = problem_response(status, error.kind(), &error.to_string());
+    let detail = match error {
+        StreamError::Store(e) => {
+            tracing::error!(stream, error = %e, "stream request failed in the store");
+            match e {
+                StoreError::Corrupt(_) => "the stream's stored data cannot be read".to_owned(),
+                _ => "the stream store is unavailable; retry".to_owned(),
+            }
+        }
+        _ => {
+            if status.is_server_error() {
+                tracing::warn!(stream, error = %error, "stream request failed");
+            }
+            error.to_string()
+        }
+    };
+    let mut response = problem_response(status, error.kind(), &detail);
     let h = response.headers_mut();
     match error {
         StreamError::Closed { tail } => {
@@ -225,4 +244,40 @@ pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn detail(error: StreamError) -> (u16, String) {
+        let response = error_response(&error, "s");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn store_failures_do_not_show_their_internals() {
+        let internal = "redis: NOSCRIPT lrs:{s}:meta reply [1, 2]";
+        let (status, body) = detail(StoreError::Backend(internal.into()).into()).await;
+        assert_eq!(status, 503);
+        assert!(
+            !body.contains("NOSCRIPT") && !body.contains("lrs:"),
+            "{body}"
+        );
+        assert!(body.contains("store-unavailable"), "{body}");
+        let (status, body) = detail(StoreError::Corrupt(internal.into()).into()).await;
+        assert_eq!(status, 500);
+        assert!(
+            !body.contains("NOSCRIPT") && body.contains("store-corrupt"),
+            "{body}"
+        );
+        // Client errors keep their detail.
+        let (status, body) = detail(StreamError::NotFound("abc".into())).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("abc"), "{body}");
+    }
 }
