@@ -476,11 +476,13 @@ impl Pipeline {
         }
         let upstream = group.signals.last().copied();
         let source_time_ms = group.source_time_ms;
+        let committed_at_ms = wall_clock_ms();
         self.context.registry.update(&self.query_id, |s| {
             s.sequence = receipt.sequence;
             s.row_count = receipt.row_count;
             s.commits += 1;
             s.source_time_ms = s.source_time_ms.max(source_time_ms);
+            s.last_commit_ms = Some(committed_at_ms);
             if let Some(signal) = upstream {
                 s.upstream = Some(signal);
                 if signal == ControlSignal::BootstrapStarted {
@@ -536,4 +538,12 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Now, in ms since the Unix epoch (0 for a clock set before 1970).
+fn wall_clock_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }

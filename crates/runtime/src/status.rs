@@ -43,6 +43,10 @@ pub struct QueryStatus {
     /// Upstream source time (ms since the Unix epoch) of the newest committed event that
     /// carried one: how fresh the committed results are, for lag monitoring.
     pub source_time_ms: Option<u64>,
+    /// Wall-clock time (ms since the Unix epoch) at which this host last committed to the
+    /// query (`None`: not since it started here). Operators ask "is anything arriving?", which
+    /// the sequence alone cannot answer.
+    pub last_commit_ms: Option<u64>,
     /// How far each reaction has processed this query, in the runtime's reaction order.
     /// Filled in when the status is read through the runtime's handle.
     pub reactions: Vec<ReactionLag>,
@@ -95,6 +99,7 @@ impl QueryStatus {
             skipped: 0,
             gaps: 0,
             source_time_ms: None,
+            last_commit_ms: None,
             reactions: Vec::new(),
         }
     }

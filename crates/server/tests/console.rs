@@ -133,21 +133,33 @@ async fn overview_needs_the_read_role_and_pages_in_id_order() {
 }
 
 #[tokio::test]
-async fn last_commit_time_appears_once_a_commit_is_seen() {
+async fn last_commit_time_is_when_this_host_committed() {
     let server = with_tokens().await;
+    let (_, page) = overview(&server, "", Some(READ)).await;
+    assert_eq!(page["total"], 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     ingest(&server, "q", 1, 3).await;
     let (_, page) = overview(&server, "", Some(READ)).await;
-    // First sighting: the commit may be old, so no time is claimed.
-    assert_eq!(page["queries"][0]["last_commit_ms"], Value::Null);
-    ingest(&server, "q", 4, 4).await;
-    let (_, page) = overview(&server, "", Some(READ)).await;
     let q = &page["queries"][0];
-    assert_eq!(q["sequence"], 4);
-    let seen = q["last_commit_ms"]
+    assert_eq!(q["sequence"], 3);
+    // The runtime's own commit time: known at the first answer, between the ingest's start
+    // and the answer.
+    let committed = q["last_commit_ms"]
         .as_u64()
-        .expect("a time once the commit is seen");
+        .expect("the time of the commit this host made");
     let now = page["now_ms"].as_u64().unwrap();
-    assert_eq!(seen, now);
+    assert!(
+        before <= committed && committed <= now,
+        "{before} <= {committed} <= {now}"
+    );
+    // A later answer with no commit in between reports the same time.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (_, again) = overview(&server, "", Some(READ)).await;
+    assert_eq!(again["queries"][0]["last_commit_ms"], committed);
+    assert!(again["now_ms"].as_u64().unwrap() > committed);
     // The console's clear button needs an admin token: a read token is refused.
     let r = server
         .http

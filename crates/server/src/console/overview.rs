@@ -6,11 +6,12 @@
 //! order; `next` names the id to pass as `after` for the following page, and `total` and
 //! `stopped` count every query, so the console can say what it is not showing.
 //!
-//! The runtime counts commits but keeps no wall-clock time of the last one, so the
-//! [`CommitClock`] notes the time at which an answer first saw a query's commit count or
-//! position change: `last_commit_ms` is exact to the interval between two requests (the
-//! console asks every second), and `null` until a change has been seen. It holds one small
-//! entry per query the server knows, and forgets queries that are gone.
+//! `last_commit_ms` is the runtime's time of this host's last commit to the query. A query
+//! this host does not commit to (another host owns it, or nothing arrived since a restart)
+//! has none, so the [`CommitClock`] notes the time at which an answer first saw its commit
+//! count or position change: exact to the interval between two requests (the console asks
+//! every second), and `null` until a change has been seen. It holds one small entry per query
+//! the server knows, and forgets queries that are gone.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -138,9 +139,14 @@ pub async fn queries(
             query["commits"].as_u64(),
         );
         let changed = clock.observe(&id, mark, now);
-        let source_time = runtime.status(&id).and_then(|s| s.source_time_ms);
+        let status = runtime.status(&id);
+        let source_time = status.as_ref().and_then(|s| s.source_time_ms);
+        // The runtime's own time of this host's last commit; the observed change of position
+        // for queries this host has not committed to (another host writes them, or nothing
+        // arrived since a restart).
+        let last_commit = status.and_then(|s| s.last_commit_ms).or(changed);
         if let Some(map) = query.as_object_mut() {
-            map.insert("last_commit_ms".into(), changed.into());
+            map.insert("last_commit_ms".into(), last_commit.into());
             map.insert("source_time_ms".into(), source_time.into());
         }
         page.push(query);
