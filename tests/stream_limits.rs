@@ -2,7 +2,7 @@
 //! beyond it answers 403 with a problem document naming the limit and creates nothing; an
 //! idempotent re-create of an existing stream still succeeds; a delete frees a place) and
 //! `--max-stream-producers` (a new producer's first append beyond it is refused and appends
-//! nothing; known producers go on), in memory and on RocksDB.
+//! nothing; known producers go on), in memory, on RocksDB and on Redis.
 
 mod support;
 
@@ -113,4 +113,11 @@ async fn new_producers_beyond_the_cap_are_refused_on_rocksdb() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_str().expect("UTF-8 path");
     producer_cap(&["--data", path]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_producers_beyond_the_cap_are_refused_on_redis() {
+    let redis = liveresults_redis::testing::RedisServer::start();
+    let url = redis.url();
+    producer_cap(&["--redis", &url, "--host-name", "a"]).await;
 }

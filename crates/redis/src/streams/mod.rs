@@ -213,6 +213,18 @@ impl StreamStore for RedisStreamStore {
             .map_err(|e| StoreError::Corrupt(format!("producer state of stream {id}: {e}")))
     }
 
+    /// `HLEN` of the stream's producers hash: exact and O(1), so the per-stream producer cap
+    /// holds on Redis as on the other backends.
+    async fn producer_count(&self, id: u64, at_most: usize) -> Result<Option<usize>, StoreError> {
+        let mut con = self.conn()?;
+        let count: u64 = redis::cmd("HLEN")
+            .arg(self.inner.keys.producers(id))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| backend(&e))?;
+        Ok(Some(usize::try_from(count).unwrap_or(usize::MAX).min(at_most)))
+    }
+
     async fn write(&self, set: WriteSet) -> Result<(), StoreError> {
         let mut con = self.conn()?;
         let inner = &self.inner;
