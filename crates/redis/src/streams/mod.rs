@@ -222,7 +222,9 @@ impl StreamStore for RedisStreamStore {
             .query_async(&mut con)
             .await
             .map_err(|e| backend(&e))?;
-        Ok(Some(usize::try_from(count).unwrap_or(usize::MAX).min(at_most)))
+        Ok(Some(
+            usize::try_from(count).unwrap_or(usize::MAX).min(at_most),
+        ))
     }
 
     async fn write(&self, set: WriteSet) -> Result<(), StoreError> {
