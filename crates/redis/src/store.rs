@@ -481,15 +481,7 @@ impl ResultStore for RedisStore {
         let mut out = Vec::new();
         let mut start: isize = 0;
         loop {
-            // All scores are 0, so the index is ordered by id bytes: UTF-8 byte order is the
-            // order of Rust strings.
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(start)
-                .arg(start + LIST_PAGE - 1)
-                .query_async(&mut con)
-                .await
-                .map_err(from_redis)?;
+            let ids = index_page(&mut con, &index, start).await?;
             let mut pipe = redis::pipe();
             let mut page_keys = Vec::with_capacity(ids.len());
             for id in &ids {
@@ -594,4 +586,21 @@ impl RedisStore {
         }
         Ok(Vec::new())
     }
+}
+
+/// One page of the query index from rank `start` ([`LIST_PAGE`] ids at most). All scores are
+/// 0, so the index is ordered by id bytes: UTF-8 byte order is the order of Rust strings. The
+/// index only grows (`ZADD NX`), so paging by rank never skips an id.
+async fn index_page(
+    con: &mut ConnectionManager,
+    index: &str,
+    start: isize,
+) -> Result<Vec<String>, StoreError> {
+    redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(start)
+        .arg(start + LIST_PAGE - 1)
+        .query_async(con)
+        .await
+        .map_err(from_redis)
 }

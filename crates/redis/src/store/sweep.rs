@@ -14,7 +14,7 @@
 use liveresults_core::StoreError;
 use redis::aio::ConnectionManager;
 
-use super::{RedisStore, LIST_PAGE};
+use super::{index_page, RedisStore, LIST_PAGE};
 use crate::error::from_redis;
 use crate::keys::{self, QueryKeys};
 
@@ -28,13 +28,7 @@ impl RedisStore {
         let mut swept = 0u64;
         let mut start: isize = 0;
         loop {
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(start)
-                .arg(start + LIST_PAGE - 1)
-                .query_async(&mut con)
-                .await
-                .map_err(from_redis)?;
+            let ids = index_page(&mut con, &index, start).await?;
             let page: Vec<QueryKeys> = ids.iter().filter_map(|id| self.keys(id).ok()).collect();
             swept = swept.saturating_add(self.sweep_page(&mut con, &page).await?);
             if (ids.len() as isize) < LIST_PAGE {
