@@ -130,6 +130,7 @@
 mod error;
 mod keys;
 mod options;
+mod pubsub;
 mod records;
 mod reply;
 mod scripts;

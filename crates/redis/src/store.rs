@@ -120,7 +120,7 @@ impl RedisStore {
         }
         server_config::warn_on_eviction(&mut conn).await;
         let notice_channel = keys::notice_channel(&options.namespace);
-        let notices = Notices::start(
+        let notices = notices::start(
             client,
             notice_channel.clone(),
             options.connection_timeout,

@@ -137,7 +137,7 @@ impl RedisStreamStore {
             std::process::id(),
             HANDLES.fetch_add(1, Ordering::Relaxed)
         );
-        let notices = Notices::start(
+        let notices = notices::start(
             client,
             keys.channel().to_owned(),
             sender.clone(),
