@@ -46,6 +46,43 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// The Durable Streams families (only when the server serves streams).
+fn durable_streams(out: &mut String, c: &liveresults_streams::metrics::StreamCounts) {
+    use liveresults_streams::metrics::{CLASSES, OPERATIONS};
+    family(
+        out,
+        "liveresults_stream_requests_total",
+        "counter",
+        "Durable Streams requests by operation and status class.",
+    );
+    for (op, row) in OPERATIONS.iter().zip(&c.requests) {
+        for (class, count) in CLASSES.iter().zip(row) {
+            let _ = writeln!(
+                out,
+                "liveresults_stream_requests_total{{operation=\"{op}\",class=\"{class}\"}} {count}"
+            );
+        }
+    }
+    family(
+        out,
+        "liveresults_stream_appended_bytes_total",
+        "counter",
+        "Body bytes of successful Durable Streams appends.",
+    );
+    let _ = writeln!(
+        out,
+        "liveresults_stream_appended_bytes_total {}",
+        c.appended_bytes
+    );
+    family(
+        out,
+        "liveresults_streams",
+        "gauge",
+        "Durable Streams this host holds (soft-deleted ones included, as --max-streams counts).",
+    );
+    let _ = writeln!(out, "liveresults_streams {}", c.streams);
+}
+
 /// The Prometheus scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.inner.metrics.counts();
@@ -140,6 +177,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "liveresults_http_errors_total {}",
         m.responses[3].saturating_add(m.responses[4])
     );
+    if let Some(streams) = &state.inner.streams {
+        durable_streams(&mut out, &streams.counts());
+    }
 
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -23,6 +23,7 @@ pub mod http;
 pub mod json;
 pub mod memory;
 pub mod meta;
+pub mod metrics;
 pub mod offset;
 pub mod read;
 pub mod rocks;
@@ -160,6 +161,7 @@ impl StreamsConfig {
 pub struct Streams {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: Arc<StreamsConfig>,
+    pub(crate) metrics: Arc<metrics::StreamMetrics>,
     stop: CancellationToken,
 }
 
@@ -206,6 +208,7 @@ impl Streams {
         Ok(Streams {
             engine,
             config: Arc::new(config),
+            metrics: Arc::default(),
             stop,
         })
     }
@@ -223,6 +226,11 @@ impl Streams {
     /// The settings.
     pub fn config(&self) -> &StreamsConfig {
         &self.config
+    }
+
+    /// The service's counters now, for a metrics scrape.
+    pub fn counts(&self) -> metrics::StreamCounts {
+        self.metrics.counts(self.engine.stream_count())
     }
 
     /// Stops the sweeper and makes every acknowledged write durable.

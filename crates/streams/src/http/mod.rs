@@ -53,6 +53,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 async fn dispatch(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let appending = (method == axum::http::Method::POST)
+        .then(|| request.headers().get(header::CONTENT_LENGTH))
+        .flatten()
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let result = match method.as_str() {
         "GET" => read::get(&state, request).await,
         "HEAD" => read::head(&state, request).await,
@@ -72,10 +76,13 @@ async fn dispatch(State(state): State<HttpState>, request: axum::extract::Reques
             Ok(response)
         }
     };
-    result.unwrap_or_else(|e| {
+    let response = result.unwrap_or_else(|e| {
         let stream = path.strip_prefix("/v1/stream/").unwrap_or(&path);
         error_response(&e, stream)
-    })
+    });
+    let operation = crate::metrics::operation(method.as_str());
+    (state.streams.metrics).record(operation, response.status().as_u16(), appending);
+    response
 }
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
