@@ -21,6 +21,7 @@ pub mod lease;
 pub mod memory;
 pub mod model;
 pub mod ndjson;
+pub mod notice;
 pub mod outbox_window;
 pub mod row;
 pub mod signature;

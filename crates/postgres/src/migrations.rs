@@ -13,12 +13,12 @@ use tokio_postgres::Client;
 use crate::error::from_pg;
 
 /// The newest schema version this build writes and reads.
-pub const PG_FORMAT_VERSION: u32 = 2;
+pub const PG_FORMAT_VERSION: u32 = 3;
 
 /// Every migration: version, description, SQL (with `{schema}` and `{channel}` to fill in).
 /// Applied migrations are never edited: a change is a new one, so a schema created by any
 /// build reaches the same state.
-const MIGRATIONS: [(u32, &str, &str); 2] = [
+const MIGRATIONS: [(u32, &str, &str); 3] = [
     (
         1,
         "tables queries, rows, outbox, reclaim, checkpoints, leases, writable_probe; functions \
@@ -30,6 +30,12 @@ const MIGRATIONS: [(u32, &str, &str); 2] = [
         "clears and removals fenced: function fence_check; clear_query and remove_query take \
          the fencing token and check it with the lease row locked",
         include_str!("migrations/v2.sql"),
+    ),
+    (
+        3,
+        "reclaim_step deletes by row address (ctid) collected by an index scan on (qid, \
+         epoch), whatever the planner statistics say",
+        include_str!("migrations/v3.sql"),
     ),
 ];
 

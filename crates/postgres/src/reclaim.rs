@@ -4,7 +4,10 @@
 //!
 //! Each step is one call of the schema's `reclaim_step` function: at most `batch` rows of
 //! one listed epoch, one short transaction, so vacuum and concurrent commits never wait
-//! behind a million-row `DELETE`. A clear through this handle wakes the task at once; it
+//! behind a million-row `DELETE`. The step's plan is pinned (migration 3: victims' `ctid`s
+//! from an index scan on `(qid, epoch)`, deleted by a TID scan), so its cost follows the
+//! rows it deletes, not the planner's statistics: 10,000 rows take milliseconds even when
+//! the statistics say the table holds one row. A clear through this handle wakes the task at once; it
 //! also looks every `every` for work listed by other handles or hosts, and at start for
 //! work a previous process left. Several reclaimers share the list (`SKIP LOCKED`).
 //! Garbage rows are never read: every read names the query's current epoch.
@@ -87,13 +90,16 @@ async fn run(
 async fn step(pool: &Pool, sql: &str, batch: i32) -> Result<bool, StoreError> {
     let client = pool.get().await.map_err(from_pool)?;
     let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+    let started = std::time::Instant::now();
     let row = client
         .query_one(&statement, &[&batch])
         .await
         .map_err(from_pg)?;
     let deleted: i64 = row.try_get(0).map_err(from_pg)?;
     if deleted > 0 {
-        tracing::debug!(deleted, "reclaimed cleared rows");
+        // The step's time is logged because it is the thing that once went wrong: with
+        // stale statistics migration 1's step ran for minutes (migration 3 pins its plan).
+        tracing::debug!(deleted, elapsed = ?started.elapsed(), "reclaimed cleared rows");
     }
     Ok(deleted >= 0)
 }

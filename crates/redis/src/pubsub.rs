@@ -15,10 +15,10 @@
 //! between); the task `PING`s through the subscription every [`PING_EVERY`] and treats a
 //! missing answer like a dropped connection.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use liveresults_core::notice::NoticeHub;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{RedisError, RedisResult};
 use tokio::sync::{broadcast, oneshot};
@@ -54,61 +54,30 @@ pub(crate) struct Timeouts {
     pub ping: Duration,
 }
 
-/// One handle's subscription: the broadcast sender receivers subscribe to, and the task's
-/// stop signal. Dropping it (with the store) or [`Subscription::stop`] ends the task.
-pub(crate) struct Subscription<F: Feed> {
-    live: Mutex<Option<Live<F::Item>>>,
-}
+/// One handle's subscription: receivers subscribe here; dropping it (with the store) or
+/// [`NoticeHub::stop`] ends the task.
+pub(crate) type Subscription<F> = NoticeHub<<F as Feed>::Item>;
 
-struct Live<T> {
-    sender: broadcast::Sender<T>,
-    /// Dropping it wakes the task's stop branch.
-    _stop: oneshot::Sender<()>,
-}
-
-impl<F: Feed> Subscription<F> {
-    /// Subscribes to `channel` (failing, transiently, when the server cannot be reached within
-    /// `timeouts.connect`), then hands the subscription to a background task. Messages
-    /// published after this returns reach every receiver.
-    pub(crate) async fn start(
-        client: redis::Client,
-        channel: String,
-        feed: F,
-        timeouts: Timeouts,
-    ) -> RedisResult<Subscription<F>> {
-        let (sink, stream) = subscribe::<F>(&client, &channel, timeouts.connect).await?;
-        let (sender, _) = broadcast::channel(F::CAPACITY);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let task = Task {
-            client,
-            channel,
-            feed,
-            sender: sender.clone(),
-            timeouts,
-        };
-        tokio::spawn(task.run(sink, stream, stop_rx));
-        Ok(Subscription {
-            live: Mutex::new(Some(Live {
-                sender,
-                _stop: stop_tx,
-            })),
-        })
-    }
-
-    /// A new receiver; after [`Subscription::stop`] one that answers `Closed` at once.
-    pub(crate) fn receiver(&self) -> broadcast::Receiver<F::Item> {
-        match self.live.lock().as_deref() {
-            Ok(Some(live)) => live.sender.subscribe(),
-            _ => broadcast::channel(1).1,
-        }
-    }
-
-    /// Ends the task; receivers see `Closed` after the items already queued for them.
-    pub(crate) fn stop(&self) {
-        if let Ok(mut live) = self.live.lock() {
-            live.take();
-        }
-    }
+/// Subscribes to `channel` (failing, transiently, when the server cannot be reached within
+/// `timeouts.connect`), then hands the subscription to a background task. Messages published
+/// after this returns reach every receiver.
+pub(crate) async fn start<F: Feed>(
+    client: redis::Client,
+    channel: String,
+    feed: F,
+    timeouts: Timeouts,
+) -> RedisResult<Subscription<F>> {
+    let (sink, stream) = subscribe::<F>(&client, &channel, timeouts.connect).await?;
+    let (hub, sender, stop) = NoticeHub::new(F::CAPACITY);
+    let task = Task {
+        client,
+        channel,
+        feed,
+        sender,
+        timeouts,
+    };
+    tokio::spawn(task.run(sink, stream, stop));
+    Ok(hub)
 }
 
 /// Opens a Pub/Sub connection and subscribes, all within `within`.

@@ -36,7 +36,7 @@ pub(crate) fn spawn_follower(
             };
             match received {
                 // The store's lost-notices marker (see `ResultStore::commit_notices`).
-                Ok(notice) if notice.query_id.is_empty() => {
+                Ok(notice) if notice.is_lost() => {
                     tracing::warn!("commit notices lost: waking every change-feed reader");
                     context.registry.wake_all();
                 }

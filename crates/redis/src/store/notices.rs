@@ -18,7 +18,7 @@ use liveresults_core::lease::CommitNotice;
 use liveresults_core::StoreError;
 
 use crate::error::from_redis;
-use crate::pubsub::{Feed, Subscription, Timeouts};
+use crate::pubsub::{self, Feed, Subscription, Timeouts};
 
 /// The commit-notice feed of one store handle.
 pub(crate) struct CommitFeed;
@@ -34,7 +34,7 @@ impl Feed for CommitFeed {
     }
 
     fn lost(&self) -> CommitNotice {
-        lost_marker()
+        CommitNotice::lost()
     }
 }
 
@@ -53,41 +53,21 @@ pub(crate) async fn start(
         connect: connect_timeout,
         ping: ping_timeout,
     };
-    Subscription::start(client, channel, CommitFeed, timeouts)
+    pubsub::start(client, channel, CommitFeed, timeouts)
         .await
         .map_err(from_redis)
 }
 
-/// Decodes a published message; `None` for anything the scripts do not send.
+/// Decodes a published message; `None` for anything the scripts do not send (their ids are
+/// raw and never empty).
 pub(crate) fn decode(message: &[u8]) -> Option<CommitNotice> {
-    let mut parts = message.splitn(3, |&b| b == b':');
-    let epoch = std::str::from_utf8(parts.next()?).ok()?;
-    let sequence = std::str::from_utf8(parts.next()?).ok()?;
-    let query_id = std::str::from_utf8(parts.next()?).ok()?;
-    // Digits only: `parse` would also take a leading `+`.
-    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-    if !digits(epoch, 10) || query_id.is_empty() {
-        return None;
-    }
-    let sequence = match sequence.len() {
-        0 => None,
-        16 if digits(sequence, 16) => Some(u64::from_str_radix(sequence, 16).ok()?),
-        _ => return None,
-    };
-    Some(CommitNotice {
+    let payload = std::str::from_utf8(message).ok()?;
+    let (epoch, sequence, query_id) = CommitNotice::parse_payload(payload)?;
+    (!query_id.is_empty()).then(|| CommitNotice {
         query_id: query_id.to_owned(),
-        epoch: epoch.parse().ok()?,
+        epoch,
         sequence,
     })
-}
-
-/// The lost-notices marker: sent after a reconnect, it tells receivers to re-read every query.
-pub(crate) fn lost_marker() -> CommitNotice {
-    CommitNotice {
-        query_id: String::new(),
-        epoch: 0,
-        sequence: None,
-    }
 }
 
 #[cfg(test)]
@@ -139,6 +119,5 @@ mod tests {
         ] {
             assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
         }
-        assert!(lost_marker().query_id.is_empty());
     }
 }

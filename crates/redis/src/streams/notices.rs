@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use liveresults_streams::store::{Change, StoreError};
 
-use crate::pubsub::{Feed, Subscription, Timeouts};
+use crate::pubsub::{self, Feed, Subscription, Timeouts};
 
 /// The change feed of one stream store: other senders' notices.
 pub(super) struct StreamFeed {
@@ -47,7 +47,7 @@ pub(super) async fn start(
         connect: timeout,
         ping: timeout,
     };
-    Subscription::start(client, channel.clone(), StreamFeed { sender }, timeouts)
+    pubsub::start(client, channel.clone(), StreamFeed { sender }, timeouts)
         .await
         .map_err(|e| StoreError::Backend(format!("subscribing to {channel}: {e}")))
 }
