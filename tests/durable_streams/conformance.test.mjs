@@ -28,4 +28,6 @@ if (token) {
 runConformanceTests({
   baseUrl,
   longPollTimeoutMs: Number(process.env.LIVERESULTS_DS_LONG_POLL_MS ?? `1000`),
+  // The reserved subscription API (webhooks and pull-wake): the server offers it.
+  subscriptions: true,
 })

@@ -333,7 +333,10 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     }
     // CORS preflights carry no token (browsers never send one with them).
     let preflight = method == Method::OPTIONS && path.starts_with("/v1/stream/");
-    let open = matches!(path, "/healthz" | "/readyz") || preflight;
+    // Subscription callbacks, acks and releases carry their wake's own token; the webhook
+    // signing keys are public.
+    let own_auth = liveresults_streams::http::subscription::authenticates_itself(method, path);
+    let open = matches!(path, "/healthz" | "/readyz") || preflight || own_auth;
     if security.requires_tokens() && !open {
         let needed = required_role(method, path);
         let Some(presented) = bearer(headers) else {

@@ -28,6 +28,7 @@ pub mod offset;
 pub mod read;
 pub mod rocks;
 pub mod store;
+pub mod subscription;
 pub mod time;
 
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct StreamsConfig {
     /// it answers 403 (`too-many-producers`) and appends nothing; known producers go on.
     /// Enforced where the store counts producers (memory, RocksDB).
     pub max_producers: usize,
+    /// Caps of the subscription API (subscriptions per server, streams per subscription).
+    pub subscriptions: subscription::SubscriptionLimits,
 }
 
 impl Default for StreamsConfig {
@@ -94,6 +97,7 @@ impl Default for StreamsConfig {
             sweep_interval: Duration::from_secs(1),
             max_streams: DEFAULT_MAX_STREAMS,
             max_producers: DEFAULT_MAX_PRODUCERS,
+            subscriptions: subscription::SubscriptionLimits::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ pub struct Streams {
     pub(crate) config: Arc<StreamsConfig>,
     pub(crate) metrics: Arc<metrics::StreamMetrics>,
     stop: CancellationToken,
+    pub(crate) subscriptions: Arc<subscription::Subscriptions>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -205,11 +210,18 @@ impl Streams {
                 }
             }
         });
+        let subscriptions = subscription::Subscriptions::open(
+            Arc::clone(&engine),
+            config.subscriptions,
+            stop.clone(),
+        )
+        .await?;
         Ok(Streams {
             engine,
             config: Arc::new(config),
             metrics: Arc::default(),
             stop,
+            subscriptions,
         })
     }
 
@@ -226,6 +238,11 @@ impl Streams {
     /// The settings.
     pub fn config(&self) -> &StreamsConfig {
         &self.config
+    }
+
+    /// The subscription API's service.
+    pub fn subscriptions(&self) -> &Arc<subscription::Subscriptions> {
+        &self.subscriptions
     }
 
     /// The service's counters now, for a metrics scrape.

@@ -39,8 +39,8 @@ const CF_PRODUCERS: &str = "stream_producers";
 /// Streams in a RocksDB database. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct RocksStreamStore {
-    db: Arc<DB>,
-    sync: bool,
+    pub(crate) db: Arc<DB>,
+    pub(crate) sync: bool,
     path: Arc<str>,
 }
 
@@ -291,6 +291,11 @@ impl StreamStore for RocksStreamStore {
             Ok(out)
         })
         .await
+    }
+
+    /// Subscriptions live in this database too (`subscription::store`).
+    fn subscriptions(&self) -> Option<Arc<dyn crate::subscription::SubscriptionStore>> {
+        Some(Arc::new(self.clone()))
     }
 
     async fn close(&self) -> Result<(), StoreError> {

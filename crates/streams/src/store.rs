@@ -157,6 +157,12 @@ pub trait StreamStore: Send + Sync + 'static {
         Ok(self.load().await?.next_id)
     }
 
+    /// Where subscriptions (the subscription API) are kept, in this same store so they are as
+    /// durable and as shared as the streams. `None`: in process memory.
+    fn subscriptions(&self) -> Option<std::sync::Arc<dyn crate::subscription::SubscriptionStore>> {
+        None
+    }
+
     /// Changes made through other handles (shared stores), from the moment of the call on:
     /// the engine subscribes before it loads, so every change is in the load or reported.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

@@ -7,6 +7,8 @@
 //! <ns>:streams:{s}:next_id         string: the next stream id, decimal
 //! <ns>:streams:{s}:records:<id>    sorted set, all scores 0: start (8 B BE) ++ the record
 //! <ns>:streams:{s}:producers:<id>  hash: producer id -> producer state record
+//! <ns>:streams:{s}:subscriptions   hash: subscription id -> subscription record (JSON)
+//! <ns>:streams:{s}:signing_key     string: the 32-byte seed of the webhook signing key
 //! <ns>:streams:notices             Pub/Sub channel (not a key): `<sender>:<stream name>`
 //! ```
 //!
@@ -54,6 +56,14 @@ impl Keys {
 
     pub(super) fn producers(&self, id: u64) -> String {
         format!("{}producers:{id}", self.base)
+    }
+
+    pub(super) fn subscriptions(&self) -> String {
+        format!("{}subscriptions", self.base)
+    }
+
+    pub(super) fn signing_key(&self) -> String {
+        format!("{}signing_key", self.base)
     }
 
     pub(super) fn channel(&self) -> &str {

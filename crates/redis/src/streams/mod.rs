@@ -34,6 +34,7 @@
 mod keys;
 mod notices;
 mod script;
+mod subscriptions;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use liveresults_streams::meta::{ProducerState, StreamMeta};
 use liveresults_streams::store::{Change, Loaded, Record, StoreError, StreamStore, WriteSet};
+use liveresults_streams::subscription::SubscriptionStore;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 
@@ -308,5 +310,11 @@ impl StreamStore for RedisStreamStore {
 
     fn changes(&self) -> Option<broadcast::Receiver<Change>> {
         Some(self.inner.notices.receiver())
+    }
+
+    /// Subscriptions live next to the streams (the `subscriptions` module), shared by every
+    /// host like them.
+    fn subscriptions(&self) -> Option<Arc<dyn SubscriptionStore>> {
+        Some(Arc::new(self.clone()))
     }
 }

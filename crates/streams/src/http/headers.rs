@@ -99,7 +99,7 @@ pub fn stream_name(path: &str) -> Result<&str, StreamError> {
     }
     if name.split('/').next() == Some("__ds") {
         return Err(StreamError::NotFound(format!(
-            "{name} (the __ds prefix is reserved for subscriptions, which this server does not offer)"
+            "{name} (the __ds prefix is reserved for the subscription API)"
         )));
     }
     Ok(name)

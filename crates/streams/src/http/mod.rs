@@ -11,6 +11,7 @@
 pub mod headers;
 mod read;
 mod sse;
+pub mod subscription;
 mod write;
 
 use axum::body::Body;
@@ -53,6 +54,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 async fn dispatch(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The reserved control prefix is routed before any stream (the protocol's §6).
+    if subscription::is_control(&path) && method != axum::http::Method::OPTIONS {
+        return subscription::handle(&state, request).await;
+    }
     let appending = (method == axum::http::Method::POST)
         .then(|| request.headers().get(header::CONTENT_LENGTH))
         .flatten()
@@ -76,6 +81,13 @@ async fn dispatch(State(state): State<HttpState>, request: axum::extract::Reques
             Ok(response)
         }
     };
+    // Subscriptions wake on writes: tell them which stream changed.
+    let wrote = matches!(method.as_str(), "PUT" | "POST");
+    if wrote && result.as_ref().is_ok_and(|r| r.status().is_success()) {
+        if let Ok(name) = stream_name(&path) {
+            state.streams.subscriptions.touched(name);
+        }
+    }
     let response = result.unwrap_or_else(|e| {
         let stream = path.strip_prefix("/v1/stream/").unwrap_or(&path);
         error_response(&e, stream)
