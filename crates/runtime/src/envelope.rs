@@ -45,3 +45,14 @@ pub(crate) enum Envelope {
     /// what is queued behind it is refused. Answered with what the query was.
     Remove(RemoveAck),
 }
+
+impl Envelope {
+    /// The query the envelope is for: an event names its own (so submitting one copies no
+    /// id); everything else is queued for `given`.
+    pub(crate) fn query_id<'a>(&'a self, given: &'a str) -> &'a str {
+        match self {
+            Envelope::Event(event, _) => event.query_id(),
+            _ => given,
+        }
+    }
+}

@@ -340,7 +340,7 @@ impl Pipeline {
         }
         match event {
             Event::Change(batch) => {
-                self.group.add_rows(&batch, &self.config.key_columns);
+                self.group.add_rows(batch, &self.config.key_columns);
             }
             Event::Control {
                 signal,
@@ -432,7 +432,7 @@ impl Pipeline {
 
     /// Commits the group as one atomic commit, then answers its events and delivers it.
     async fn flush(&mut self) {
-        let Some(group) = self.group.take() else {
+        let Some(mut group) = self.group.take() else {
             self.answer_acks(Ok(()));
             return;
         };
@@ -449,6 +449,7 @@ impl Pipeline {
             .await;
         let row_ops = mutations.len() as u64;
         drop(mutations);
+        self.group.recycle(&mut group);
         let receipt = match result {
             Ok(receipt) => receipt,
             Err(e @ StoreError::Fenced { .. }) => {

@@ -78,7 +78,13 @@ impl ProgressWriter {
     /// Records that the reaction has fully handled `query_id` up to `position`.
     pub(crate) fn record(&self, query_id: &str, position: Position) {
         self.tx.send_if_modified(|queries| {
-            let entry = queries.entry(query_id.to_owned()).or_default();
+            // Looked up before inserting: `entry` would copy the id on every delivery.
+            if !queries.contains_key(query_id) {
+                queries.insert(query_id.to_owned(), QueryProgress::default());
+            }
+            let Some(entry) = queries.get_mut(query_id) else {
+                return false;
+            };
             let changed = entry.position != position;
             entry.position = position;
             changed

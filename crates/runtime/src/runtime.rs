@@ -315,9 +315,11 @@ impl RuntimeHandle {
         Ok(tx)
     }
 
+    /// Queues `envelope` on its query's pipeline: the query `query_id` names, or for an event
+    /// the query the event names (callers pass `""` then; see [`Envelope::query_id`]).
     async fn enqueue(&self, query_id: &str, mut envelope: Envelope) -> Result<(), SubmitError> {
         for _ in 0..RETIRED_PIPELINE_TRIES {
-            let tx = self.sender(query_id).await?;
+            let tx = self.sender(envelope.query_id(query_id)).await?;
             envelope = match self.shared.config.backpressure {
                 Backpressure::Block => match tx.send(envelope).await {
                     Ok(()) => return Ok(()),
@@ -325,9 +327,9 @@ impl RuntimeHandle {
                 },
                 Backpressure::Reject => match tx.try_send(envelope) {
                     Ok(()) => return Ok(()),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(mpsc::error::TrySendError::Full(envelope)) => {
                         return Err(SubmitError::Overloaded {
-                            query_id: query_id.to_owned(),
+                            query_id: envelope.query_id(query_id).to_owned(),
                         })
                     }
                     Err(mpsc::error::TrySendError::Closed(envelope)) => envelope,
@@ -340,6 +342,7 @@ impl RuntimeHandle {
                 return Err(SubmitError::ShuttingDown);
             }
         }
+        let query_id = envelope.query_id(query_id);
         Err(SubmitError::QueryStopped {
             query_id: query_id.to_owned(),
             reason: StopReason::LeaseLost,
@@ -350,8 +353,7 @@ impl RuntimeHandle {
     /// Queues an event for its query (waiting for room, or failing with `Overloaded`, per the
     /// backpressure policy). It is committed asynchronously.
     pub async fn submit(&self, event: Event) -> Result<(), SubmitError> {
-        let query_id = event.query_id().to_owned();
-        self.enqueue(&query_id, Envelope::Event(Box::new(event), None))
+        self.enqueue("", Envelope::Event(Box::new(event), None))
             .await
     }
 
@@ -363,8 +365,7 @@ impl RuntimeHandle {
     /// Queues an event and returns a handle on its outcome, without waiting for it.
     pub async fn submit_tracked(&self, event: Event) -> Result<Pending, SubmitError> {
         let (ack, rx) = oneshot::channel();
-        let query_id = event.query_id().to_owned();
-        self.enqueue(&query_id, Envelope::Event(Box::new(event), Some(ack)))
+        self.enqueue("", Envelope::Event(Box::new(event), Some(ack)))
             .await?;
         Ok(Pending { rx })
     }

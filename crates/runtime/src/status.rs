@@ -160,9 +160,13 @@ impl Registry {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let entry = entries
-            .entry(query_id.to_owned())
-            .or_insert_with(|| Entry::new(query_id));
+        // Looked up before inserting: `entry` would copy the id on every commit.
+        if !entries.contains_key(query_id) {
+            entries.insert(query_id.to_owned(), Entry::new(query_id));
+        }
+        let Some(entry) = entries.get_mut(query_id) else {
+            return;
+        };
         f(&mut entry.status);
         entry.publish();
     }

@@ -75,16 +75,31 @@ struct Report {
 }
 
 /// The lines of the chunk being gathered: their text, and where each non-blank line is.
+///
+/// Its buffers are kept from one chunk to the next (cleared, not freed), so a body of many
+/// chunks does not regrow — and copy — them from empty for every chunk; they stay bounded by
+/// one chunk.
 #[derive(Debug, Default)]
 struct Chunk {
     /// Non-blank lines, back to back (each already checked to be UTF-8).
     text: String,
-    /// `(line number, byte range in text)` of each non-blank line.
-    lines: Vec<(usize, Range<usize>)>,
+    /// Each non-blank line: its number, its bytes in `text`, and (once parsed) its sequence.
+    lines: Vec<LineAt>,
     /// Lines in the chunk, blank ones included.
     line_count: usize,
     /// First line number of the chunk (0 while empty).
     first_line: usize,
+}
+
+/// Where a non-blank line of a chunk is.
+#[derive(Debug)]
+struct LineAt {
+    /// 1-based line number over the whole body.
+    number: usize,
+    /// Its bytes in the chunk's text.
+    range: Range<usize>,
+    /// Its event's sequence, once parsed: names the line of a sequence the runtime refuses.
+    sequence: u64,
 }
 
 impl Chunk {
@@ -97,8 +112,20 @@ impl Chunk {
         if !line.is_blank() {
             let start = self.text.len();
             self.text.push_str(line.text);
-            self.lines.push((line.number, start..self.text.len()));
+            self.lines.push(LineAt {
+                number: line.number,
+                range: start..self.text.len(),
+                sequence: 0,
+            });
         }
+    }
+
+    /// Empties the chunk for the next one, keeping its buffers.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.lines.clear();
+        self.line_count = 0;
+        self.first_line = 0;
     }
 
     /// Whether the chunk is due for its commit.
@@ -188,55 +215,62 @@ async fn run(
     Ok(report)
 }
 
-/// Parses the chunk's lines; the first bad line rejects the chunk.
+/// Parses the chunk's lines, noting each one's sequence; the first bad line rejects the chunk.
 fn parse_chunk(
     text: &str,
-    lines: &[(usize, Range<usize>)],
+    lines: &mut [LineAt],
     query_id: &str,
-) -> Result<Vec<(usize, Event)>, (usize, String)> {
+) -> Result<Vec<Event>, (usize, String)> {
     let mut events = Vec::with_capacity(lines.len());
-    for (line_no, range) in lines {
-        let line = text.get(range.clone()).unwrap_or_default();
-        let event =
-            parse_ndjson_line(*line_no, line).map_err(|e| (*line_no, e.source.to_string()))?;
+    for line in lines {
+        let line_no = line.number;
+        let event = parse_ndjson_line(line_no, text.get(line.range.clone()).unwrap_or_default())
+            .map_err(|e| (line_no, e.source.to_string()))?;
         if event.query_id() != query_id {
             return Err((
-                *line_no,
+                line_no,
                 format!(
                     "event is for query {:?}, but the request is for query {query_id:?}",
                     event.query_id()
                 ),
             ));
         }
-        events.push((*line_no, event));
+        line.sequence = event.sequence();
+        events.push(event);
     }
     Ok(events)
 }
 
-/// Parses and commits the gathered chunk as one atomic commit, then resets it.
+/// Parses and commits the gathered chunk as one atomic commit, then clears it.
 async fn commit(
     inner: &Inner,
     query_id: &str,
     chunk: &mut Chunk,
     report: &mut Report,
 ) -> Result<(), ApiError> {
-    let taken = std::mem::take(chunk);
-    let (first_line, line_count) = (taken.first_line, taken.line_count);
+    let (first_line, line_count) = (chunk.first_line, chunk.line_count);
+    // The buffers go to the blocking pool and come back with the events.
+    let (text, mut lines) = (
+        std::mem::take(&mut chunk.text),
+        std::mem::take(&mut chunk.lines),
+    );
     let owned_id = query_id.to_owned();
-    let parsed =
-        tokio::task::spawn_blocking(move || parse_chunk(&taken.text, &taken.lines, &owned_id))
-            .await
-            .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))?;
+    let (text, lines, parsed) = tokio::task::spawn_blocking(move || {
+        let parsed = parse_chunk(&text, &mut lines, &owned_id);
+        (text, lines, parsed)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))?;
+    (chunk.text, chunk.lines) = (text, lines);
     let events = parsed.map_err(|(line, detail)| ApiError::BadLine {
         line,
         detail,
         committed_sequence: report.committed,
     })?;
     if events.is_empty() {
+        chunk.clear();
         return Ok(());
     }
-    let lines: Vec<(usize, u64)> = events.iter().map(|(l, e)| (*l, e.sequence())).collect();
-    let events = events.into_iter().map(|(_, e)| e).collect();
     match inner.runtime.commit_batch(query_id, events).await {
         Ok(applied) => {
             match applied {
@@ -245,6 +279,7 @@ async fn commit(
                 Applied::Deprovisioned => report.committed = None,
             }
             report.chunks += 1;
+            chunk.clear();
             inner.metrics.record_chunk(line_count as u64);
             tracing::debug!(query_id, first_line, line_count, committed_sequence = ?report.committed, "chunk committed");
             Ok(())
@@ -255,7 +290,11 @@ async fn commit(
                 SubmitError::QueryStopped {
                     reason: StopReason::Gap { received, .. },
                     ..
-                } => lines.iter().find(|(_, s)| s == received).map(|(l, _)| *l),
+                } => chunk
+                    .lines
+                    .iter()
+                    .find(|l| l.sequence == *received)
+                    .map(|l| l.number),
                 _ => None,
             };
             let committed_sequence = match &source {
