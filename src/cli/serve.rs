@@ -110,6 +110,11 @@ pub struct Args {
     #[arg(long, default_value_t = liveresults_server::streams::DEFAULT_MAX_PRODUCERS,
           value_parser = in_range(1, 10_000_000))]
     max_stream_producers: usize,
+    /// Durable Streams subscriptions (/v1/stream/__ds/subscriptions) the server keeps; creating
+    /// one more gets 403 (1 to 1,000,000). Each links at most 1,000 streams.
+    #[arg(long, default_value_t = liveresults_server::streams::subscription::DEFAULT_MAX_SUBSCRIPTIONS,
+          value_parser = in_range(1, 1_000_000))]
+    max_subscriptions: usize,
     /// Longest query id in bytes; longer ids get 400 (1 to 65,535).
     #[arg(long, default_value_t = DEFAULT_MAX_QUERY_ID_BYTES,
           value_parser = in_range(1, liveresults::core::rules::MAX_QUERY_ID_BYTES))]
@@ -204,7 +209,10 @@ pub async fn run(args: Args) -> CliResult {
         (None, None) => super::streams::Home::Memory,
     };
     let (max_streams, max_producers) = (args.max_streams, args.max_stream_producers);
-    let streams = super::streams::open(home, long_poll, max_streams, max_producers).await?;
+    let max_subscriptions = args.max_subscriptions;
+    let streams =
+        super::streams::open(home, long_poll, max_streams, max_producers, max_subscriptions)
+            .await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::HttpState;
 use crate::subscription::input::{self, percent_decode};
-use crate::subscription::manager::WakeRequest;
+use crate::subscription::wire::WakeRequest;
 use crate::subscription::{Kind, SubscriptionError as E};
 
 /// The reserved control prefix.

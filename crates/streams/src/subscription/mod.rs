@@ -29,6 +29,7 @@ pub mod input;
 pub mod manager;
 pub mod signing;
 pub mod store;
+pub mod wire;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,291 @@
+//! The subscription API over the engine, in memory and on RocksDB: pattern linking, pull-wake
+//! events, claims and their fencing, acks, caps, and — on RocksDB — subscriptions, cursors, a
+//! claim in progress and the signing key surviving a reopen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[allow(dead_code)]
+#[path = "common/scenario.rs"]
+mod scenario;
+
+use liveresults_streams::offset::format_offset;
+use liveresults_streams::subscription::input::create_body;
+use liveresults_streams::subscription::wire::WakeRequest;
+use liveresults_streams::subscription::{Kind, SubscriptionError, SubscriptionLimits};
+use liveresults_streams::{
+    MemoryStreamStore, RocksStreamStore, StreamStore, Streams, StreamsConfig,
+};
+use scenario::{append, create, read_all};
+
+const BASE: &str = "http://127.0.0.1:1";
+
+fn pull_config(lease_ms: u64) -> liveresults_streams::subscription::Config {
+    let body = format!(
+        r#"{{"type":"pull-wake","pattern":"events/*","wake_stream":"wake/pool","lease_ttl_ms":{lease_ms}}}"#
+    );
+    create_body(body.as_bytes()).expect("config")
+}
+
+/// Waits until the wake stream holds an event of generation `generation`.
+async fn wait_for_wake(streams: &Streams, generation: u64) -> String {
+    for _ in 0..200 {
+        let (bytes, _) = read_all(streams, "wake/pool", 1 << 20).await;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.contains(&format!("\"generation\":{generation}")) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no wake event of generation {generation}");
+}
+
+fn wake(claim: &liveresults_streams::subscription::manager::Claimed) -> WakeRequest {
+    WakeRequest {
+        wake_id: claim.record.wake.as_ref().map(|w| w.id.clone()),
+        generation: Some(claim.record.generation),
+        ..WakeRequest::default()
+    }
+}
+
+async fn pull_wake_round_trip(store: Arc<dyn StreamStore>) {
+    let streams = Streams::open(store, StreamsConfig::default())
+        .await
+        .expect("open");
+    let engine = streams.engine();
+    let subs = streams.subscriptions();
+    engine
+        .create("wake/pool", create("application/json", "[]"))
+        .await
+        .expect("wake stream");
+    engine
+        .create("events/old", create("text/plain", "old"))
+        .await
+        .expect("old");
+    let (created, record) = subs
+        .create("s1", pull_config(60_000), BASE)
+        .await
+        .expect("create");
+    assert!(created);
+    // An existing match is linked at its tail: its old data is not pending.
+    assert_eq!(record.links["events/old"].acked, Some(3));
+    let (again, _) = subs
+        .create("s1", pull_config(60_000), BASE)
+        .await
+        .expect("re-confirm");
+    assert!(!again, "an equal configuration re-confirms");
+    assert!(matches!(
+        subs.create("s1", pull_config(5_000), BASE).await,
+        Err(SubscriptionError::Exists(_))
+    ));
+    assert!(matches!(
+        subs.claim("s1", "w").await,
+        Err(SubscriptionError::NoPendingWork)
+    ));
+
+    // A new matching stream is linked from its beginning and wakes the subscription.
+    engine
+        .create("events/a", create("text/plain", "hello"))
+        .await
+        .expect("a");
+    subs.touched("events/a");
+    let events = wait_for_wake(&streams, 1).await;
+    assert!(events.contains(r#""subscription_id":"s1""#), "{events}");
+    assert!(events.contains(r#""stream":"events/a""#), "{events}");
+
+    let claim = subs.claim("s1", "w1").await.expect("claim");
+    assert_eq!(claim.record.generation, 1);
+    match subs.claim("s1", "w2").await {
+        Err(SubscriptionError::AlreadyClaimed { holder, generation }) => {
+            assert_eq!((holder.as_str(), generation), ("w1", 1));
+        }
+        other => panic!("second claim: {other:?}"),
+    }
+    // Wrong token, wrong generation, an ack beyond the tail: refused, nothing moves.
+    let mut request = wake(&claim);
+    assert!(matches!(
+        subs.ack("s1", Kind::PullWake, "1.AAAA", &request).await,
+        Err(SubscriptionError::TokenInvalid)
+    ));
+    request.generation = Some(7);
+    assert!(matches!(
+        subs.ack("s1", Kind::PullWake, &claim.token, &request).await,
+        Err(SubscriptionError::Fenced)
+    ));
+    let mut request = wake(&claim);
+    request.acks = vec![("events/a".into(), format_offset(99))];
+    assert!(matches!(
+        subs.ack("s1", Kind::PullWake, &claim.token, &request).await,
+        Err(SubscriptionError::InvalidOffset(_))
+    ));
+    assert_eq!(
+        subs.get("s1").await.expect("get").links["events/a"].acked,
+        None
+    );
+    // The right ack: done, nothing left.
+    request.acks = vec![("events/a".into(), format_offset(5))];
+    request.done = true;
+    let next = subs
+        .ack("s1", Kind::PullWake, &claim.token, &request)
+        .await
+        .expect("ack");
+    assert!(!next);
+    assert_eq!(
+        subs.get("s1").await.expect("get").links["events/a"].acked,
+        Some(5)
+    );
+    // A replay of the finished wake is fenced.
+    assert!(matches!(
+        subs.ack("s1", Kind::PullWake, &claim.token, &request).await,
+        Err(SubscriptionError::Fenced)
+    ));
+
+    // More data: a new generation; release hands it back and announces it again.
+    engine
+        .append("events/a", append("text/plain", "!", None))
+        .await
+        .expect("append");
+    subs.touched("events/a");
+    wait_for_wake(&streams, 2).await;
+    let claim = subs.claim("s1", "w1").await.expect("claim 2");
+    assert_eq!(claim.record.generation, 2);
+    subs.release("s1", &claim.token, &wake(&claim))
+        .await
+        .expect("release");
+    wait_for_wake(&streams, 3).await;
+    subs.delete("s1").await.expect("delete");
+    assert!(matches!(
+        subs.get("s1").await,
+        Err(SubscriptionError::NotFound(_))
+    ));
+    streams.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_wake_subscriptions_in_memory_and_on_rocksdb() {
+    pull_wake_round_trip(Arc::new(MemoryStreamStore::new())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksStreamStore::open(dir.path(), false)
+        .await
+        .expect("open");
+    pull_wake_round_trip(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_claims_survive_a_rocksdb_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || async {
+        let store = RocksStreamStore::open(dir.path(), true)
+            .await
+            .expect("open");
+        Streams::open(Arc::new(store), StreamsConfig::default())
+            .await
+            .expect("streams")
+    };
+    let (claim, kid) = {
+        let streams = open().await;
+        let subs = streams.subscriptions();
+        let engine = streams.engine();
+        engine
+            .create("wake/pool", create("application/json", "[]"))
+            .await
+            .expect("wake");
+        subs.create("s1", pull_config(600_000), BASE)
+            .await
+            .expect("create");
+        engine
+            .create("events/a", create("text/plain", "0123456789"))
+            .await
+            .expect("a");
+        subs.touched("events/a");
+        wait_for_wake(&streams, 1).await;
+        let claim = subs.claim("s1", "w1").await.expect("claim");
+        // A heartbeat ack of part of the data.
+        let mut request = wake(&claim);
+        request.acks = vec![("events/a".into(), format_offset(4))];
+        subs.ack("s1", Kind::PullWake, &claim.token, &request)
+            .await
+            .expect("ack");
+        let kid = subs.signer().kid().to_owned();
+        streams.close().await.expect("close");
+        (claim, kid)
+    };
+    let streams = open().await;
+    let subs = streams.subscriptions();
+    assert_eq!(subs.signer().kid(), kid, "the signing key is kept");
+    let record = subs.get("s1").await.expect("kept");
+    assert_eq!(record.links["events/a"].acked, Some(4));
+    assert_eq!(record.generation, 1);
+    // The claim is still held, and its token (signed before the restart) still acks.
+    assert!(matches!(
+        subs.claim("s1", "w2").await,
+        Err(SubscriptionError::AlreadyClaimed { .. })
+    ));
+    let mut request = wake(&claim);
+    request.acks = vec![("events/a".into(), format_offset(10))];
+    request.done = true;
+    assert!(!subs
+        .ack("s1", Kind::PullWake, &claim.token, &request)
+        .await
+        .expect("ack"));
+    assert_eq!(
+        subs.get("s1").await.expect("get").links["events/a"].acked,
+        Some(10)
+    );
+    streams.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_refuse_extra_subscriptions_and_links() {
+    let config = StreamsConfig {
+        subscriptions: SubscriptionLimits {
+            max_subscriptions: 2,
+            max_streams_per_subscription: 2,
+        },
+        ..StreamsConfig::default()
+    };
+    let streams = Streams::memory(config).await.expect("memory");
+    let subs = streams.subscriptions();
+    let explicit = |names: &str| {
+        create_body(
+            format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#).as_bytes(),
+        )
+        .expect("config")
+    };
+    let refused = subs.create("big", explicit(r#""a","b","c""#), BASE).await;
+    assert!(
+        matches!(refused, Err(SubscriptionError::TooManyStreams(2))),
+        "{refused:?}"
+    );
+    assert_eq!(refused.err().map(|e| e.status()), Some(403));
+    subs.create("s1", explicit(r#""a""#), BASE)
+        .await
+        .expect("s1");
+    subs.create("s2", explicit(r#""a""#), BASE)
+        .await
+        .expect("s2");
+    let refused = subs.create("s3", explicit(r#""a""#), BASE).await;
+    assert!(
+        matches!(refused, Err(SubscriptionError::TooManySubscriptions(2))),
+        "{refused:?}"
+    );
+    // Re-confirming an existing one is not a new subscription.
+    subs.create("s1", explicit(r#""a""#), BASE)
+        .await
+        .expect("re-confirm");
+    subs.add_streams("s1", &["b".into()])
+        .await
+        .expect("second link");
+    assert!(matches!(
+        subs.add_streams("s1", &["c".into()]).await,
+        Err(SubscriptionError::TooManyStreams(2))
+    ));
+    subs.remove_stream("s1", "b").await.expect("unlink");
+    subs.add_streams("s1", &["c".into()])
+        .await
+        .expect("room again");
+    subs.delete("s2").await.expect("delete");
+    subs.create("s3", explicit(r#""a""#), BASE)
+        .await
+        .expect("room again");
+}
