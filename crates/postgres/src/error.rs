@@ -28,6 +28,27 @@ pub enum ConfigError {
     /// The connection URL does not parse.
     #[error("invalid PostgreSQL URL: {0}")]
     InvalidUrl(String),
+    /// The URL asks for TLS (`sslmode=require`, or a CA file) and this build has none: it
+    /// refuses rather than connect in plain text.
+    #[error(
+        "the PostgreSQL URL asks for TLS ({asked}) but liveresults-postgres was built without \
+         its `tls` feature; refusing to connect in plain text"
+    )]
+    TlsNotBuilt {
+        /// What asked for TLS.
+        asked: &'static str,
+    },
+    /// The CA file (`sslrootcert`, `PgStoreOptions::tls_ca_file`) cannot be used.
+    #[error("PostgreSQL CA file {path}: {reason}")]
+    CaFile {
+        /// The file as given.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Setting TLS up failed otherwise (no system roots, the provider refused).
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
 }
 
 impl From<ConfigError> for StoreError {
@@ -64,6 +85,17 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
     }
     let mut source = err.source();
     while let Some(cause) = source {
+        // A certificate the client rejects (or a handshake the server refuses) stays so:
+        // rustls reports it inside an io::Error, which would read as transient below.
+        #[cfg(feature = "tls")]
+        if cause.is::<rustls::Error>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return false;
+        }
         if cause.is::<std::io::Error>() {
             return true;
         }
@@ -97,13 +129,30 @@ pub(crate) fn from_pg(err: tokio_postgres::Error) -> StoreError {
     };
     let message = match err.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => err.to_string(),
+        None => with_causes(&err),
     };
     StoreError::Backend {
         backend: BACKEND,
         class,
         message,
     }
+}
+
+/// The client error with its causes: tokio-postgres prints only its kind ("error performing
+/// TLS handshake"), and the cause ("invalid peer certificate: UnknownIssuer") is what tells
+/// an operator what to fix.
+fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Like [`from_pg`], naming the query whose record is corrupt.

@@ -67,8 +67,18 @@
 //! PostgreSQL 11 or later (`hashtextextended`, `GENERATED … AS IDENTITY`, PL/pgSQL — which
 //! every installation has); only PostgreSQL 15 (Debian 12's) is tested here. The role needs
 //! `CREATE` on the database the first time (for the schema), then only rights on the schema.
-//! Connections are plain TCP (`NoTls`): TLS is not wired in yet, so run it on a trusted
-//! network or through a local TLS proxy.
+//!
+//! # TLS
+//!
+//! With the `tls` feature (rustls, ring provider; the `liveresults` CLI enables it) the
+//! URL's `sslmode` is honoured: `disable` is plain TCP; `require` is TLS or no connection,
+//! the server's certificate verified (chain and host name) against the CA file given by
+//! `sslrootcert=FILE` in the URL or [`PgStoreOptions::tls_ca_file`], else the system's roots;
+//! `prefer` (the default) uses TLS when the server offers it, verifying the certificate only
+//! when a CA file is given (libpq's behaviour). A refused certificate is a permanent error
+//! naming the reason. Without the feature, `require` or a CA file fails with
+//! [`ConfigError::TlsNotBuilt`] before connecting — never plain text instead — and `prefer`
+//! connects in plain text.
 //!
 //! [`ResultStore`]: liveresults_core::ResultStore
 //! [`ResultStore::commit_notices`]: liveresults_core::ResultStore::commit_notices
@@ -87,6 +97,9 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_rustls;
 
 pub use error::{is_transient, ConfigError};
 pub use migrations::PG_FORMAT_VERSION;

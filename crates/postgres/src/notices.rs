@@ -25,10 +25,11 @@ use liveresults_core::lease::CommitNotice;
 use liveresults_core::StoreError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 
 use crate::codec::notice_id_decode;
 use crate::error::{from_pg, transient};
+use crate::tls::Tls;
 
 /// Notices kept for a slow receiver before it starts losing them (it then sees `Lagged`).
 const CAPACITY: usize = 1024;
@@ -88,11 +89,13 @@ impl Notices {
     /// returns reach every receiver.
     pub(crate) async fn start(
         config: Config,
+        tls: Tls,
         channel: String,
         timeout: Duration,
     ) -> Result<Notices, StoreError> {
         let listener = Listener {
             config,
+            tls,
             channel,
             timeout,
         };
@@ -140,6 +143,7 @@ impl Drop for Connection {
 
 struct Listener {
     config: Config,
+    tls: Tls,
     channel: String,
     timeout: Duration,
 }
@@ -148,10 +152,9 @@ impl Listener {
     /// Opens a connection and `LISTEN`s, all within the timeout.
     async fn listen(&self) -> Result<Connection, StoreError> {
         let attempt = async {
-            let (client, mut connection) = self.config.connect(NoTls).await.map_err(from_pg)?;
+            let (client, mut stream) = self.tls.connect(&self.config).await.map_err(from_pg)?;
             let (tx, messages) = mpsc::unbounded_channel();
             let driver = tokio::spawn(async move {
-                let mut stream = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
                 while let Some(message) = stream.next().await {
                     let forwarded = match message {
                         Ok(AsyncMessage::Notification(n)) => tx.send(Ok(n.payload().to_owned())),

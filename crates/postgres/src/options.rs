@@ -1,5 +1,6 @@
 //! Store options.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use liveresults_core::OutboxRetention;
@@ -21,6 +22,7 @@ pub struct PgStoreOptions {
     pub(crate) snapshot_idle_timeout: Duration,
     pub(crate) reclaim_batch: u32,
     pub(crate) reclaim_every: Duration,
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for PgStoreOptions {
@@ -34,6 +36,7 @@ impl Default for PgStoreOptions {
             snapshot_idle_timeout: Duration::from_secs(60),
             reclaim_batch: 10_000,
             reclaim_every: Duration::from_secs(30),
+            tls_ca_file: None,
         }
     }
 }
@@ -104,6 +107,17 @@ impl PgStoreOptions {
     pub fn reclaim(mut self, batch_rows: u32, every: Duration) -> Self {
         self.reclaim_batch = batch_rows.max(1);
         self.reclaim_every = every;
+        self
+    }
+
+    /// The CA certificates (a PEM file) the server's certificate must chain to, instead of
+    /// the system's roots; the URL's `sslrootcert=FILE` does the same and this wins over it.
+    /// With a CA the certificate is verified under `sslmode=prefer` too (see the crate docs,
+    /// "TLS"). Needs the `tls` feature: without it, connecting fails with
+    /// [`ConfigError::TlsNotBuilt`].
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use liveresults_core::contract_rules::{
     check_sequence, last_wins, validate_query_id, validate_reaction_id,
 };
@@ -19,7 +19,7 @@ use liveresults_core::{
     StoreError,
 };
 use tokio::sync::broadcast;
-use tokio_postgres::{Config, NoTls, Row};
+use tokio_postgres::{Config, Row};
 
 use crate::codec::{counter_from_sql, limit_to_sql, notice_id, u64_from_sql, u64_to_sql};
 use crate::error::{from_pg, from_pg_for, from_pool, permanent, ConfigError};
@@ -30,6 +30,7 @@ use crate::options::{validate_schema, PgStoreOptions};
 use crate::reclaim::Reclaimer;
 use crate::snapshot;
 use crate::sql::Sql;
+use crate::tls::{take_sslrootcert, Tls};
 
 /// A [`ResultStore`] on PostgreSQL. Cheap to clone; clones share one connection pool, one
 /// notice listener and one reclaimer.
@@ -58,21 +59,25 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`, or
     /// the `key=value` form), creates or migrates the store's schema, starts the notice
-    /// listener and the reclaimer.
+    /// listener and the reclaimer. The URL's `sslmode` (`disable`, `prefer`, `require`) and
+    /// `sslrootcert=FILE` choose TLS (feature `tls`; see the crate docs, "TLS").
     ///
     /// Fails with [`StoreError::UnsupportedFormat`] when the schema was written by a newer
-    /// build, and with a transient error when the server cannot be reached.
+    /// build, with a permanent error when TLS is asked for and not built in
+    /// ([`ConfigError::TlsNotBuilt`]) or the server's certificate is refused, and with a
+    /// transient error when the server cannot be reached.
     pub async fn connect(url: &str, options: PgStoreOptions) -> Result<PgStore, StoreError> {
         validate_schema(&options.schema)?;
+        let (url, url_ca_file) = take_sslrootcert(url)?;
         let mut config =
-            Config::from_str(url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+            Config::from_str(&url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        let tls = Tls::for_config(&config, options.tls_ca_file.clone().or(url_ca_file)).await?;
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("liveresults");
         }
-        let manager = Manager::from_config(
+        let manager = tls.manager(
             config.clone(),
-            NoTls,
             ManagerConfig {
                 // `Fast` only checks that the connection is open: every statement the store
                 // sends leaves the session as it found it (snapshots detach theirs).
@@ -90,8 +95,13 @@ impl PgStore {
             let mut client = pool.get().await.map_err(from_pool)?;
             migrations::migrate(&mut client, &options.schema).await?;
         }
-        let notices =
-            Notices::start(config, channel(&options.schema), options.connect_timeout).await?;
+        let notices = Notices::start(
+            config,
+            tls,
+            channel(&options.schema),
+            options.connect_timeout,
+        )
+        .await?;
         let sql = Sql::new(&options.schema);
         let reclaimer = Reclaimer::start(
             pool.clone(),

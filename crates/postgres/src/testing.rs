@@ -39,6 +39,8 @@ pub struct PgServer {
     /// `Some((uid, gid))` when the server runs as `nobody` because the tests run as root.
     user: Option<(u32, u32)>,
     durable: bool,
+    /// Serves TLS with `server.crt`/`server.key` in the data directory, TLS-only clients.
+    tls: bool,
     postmaster: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -47,12 +49,19 @@ impl PgServer {
     /// Starts a server tuned for tests: `fsync=off` (acknowledged commits survive a crash of
     /// the server's processes, which leaves the OS page cache intact, but not a power loss).
     pub fn start() -> PgServer {
-        PgServer::start_inner(false)
+        PgServer::start_inner(false, None)
     }
 
     /// Starts a server with `fsync=on`, for tests whose claim is durability itself.
     pub fn start_durable() -> PgServer {
-        PgServer::start_inner(true)
+        PgServer::start_inner(true, None)
+    }
+
+    /// Starts a server (as [`PgServer::start`]) with `ssl = on`, the given certificate chain
+    /// and key (PEM), and a `pg_hba.conf` that admits TCP clients only over TLS
+    /// (`hostssl`): a plain-text connection is refused by the server.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgServer {
+        PgServer::start_inner(false, Some((cert_pem, key_pem)))
     }
 
     /// One server for the whole test process, started on first use; tests sharing it keep
@@ -63,7 +72,7 @@ impl PgServer {
         SHARED.get_or_init(PgServer::start)
     }
 
-    fn start_inner(durable: bool) -> PgServer {
+    fn start_inner(durable: bool, tls: Option<(&str, &str)>) -> PgServer {
         let bin = find_bin();
         let user = server_user();
         // As root the server runs as nobody, who must reach the directory: /tmp, not a
@@ -86,10 +95,14 @@ impl PgServer {
             port: 0,
             user,
             durable,
+            tls: tls.is_some(),
             postmaster: None,
             watchdog: None,
         };
         server.initdb();
+        if let Some((cert, key)) = tls {
+            server.write_tls_files(cert, key);
+        }
         let mut last_error = String::new();
         // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
@@ -183,6 +196,31 @@ impl PgServer {
         );
     }
 
+    /// The certificate and key next to the data, and TCP clients admitted only over TLS.
+    fn write_tls_files(&self, cert: &str, key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let files = [
+            ("server.crt", cert),
+            ("server.key", key),
+            (
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            ),
+        ];
+        for (name, text) in files {
+            let path = data.join(name);
+            fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            // The server refuses a key readable by others.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+            if let Some((uid, gid)) = self.user {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+            }
+        }
+    }
+
     /// Starts the postmaster as a child and waits until it accepts connections.
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("server.log");
@@ -210,6 +248,18 @@ impl PgServer {
             .args(["-c", &format!("full_page_writes={fsync}")])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
             .args(["-c", "log_min_messages=warning"])
+            .args(if self.tls {
+                &[
+                    "-c",
+                    "ssl=on",
+                    "-c",
+                    "ssl_cert_file=server.crt",
+                    "-c",
+                    "ssl_key_file=server.key",
+                ][..]
+            } else {
+                &[]
+            })
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(stderr);
