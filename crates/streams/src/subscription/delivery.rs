@@ -79,6 +79,10 @@ impl Subscriptions {
         let touched = std::mem::take(&mut *lock(&self.touched));
         self.discover(touched.names, touched.all).await;
         let records: Vec<Arc<Record>> = lock(&self.cache).values().cloned().collect();
+        // Wakes issued here for subscriptions since deleted (or moved on) are not delivered.
+        lock(&self.in_flight).retain(|(id, generation)| {
+            (records.iter()).any(|r| r.id == *id && r.generation == *generation)
+        });
         for record in records {
             if let Err(e) = self.step(&record).await {
                 if !matches!(e, SubscriptionError::NotFound(_)) {
