@@ -2,6 +2,9 @@
 //! array level into messages, stored as one record — the messages' texts joined by `,` — so a
 //! read renders any run of records as `[` + records joined by `,` + `]` without parsing them
 //! again, and message boundaries survive (the protocol's §9.1).
+//!
+//! A compact array (`[a,b,c]`, what `JSON.stringify` sends) is its own record once the
+//! brackets are off, so the record is then a slice of the body: no copy, no allocation.
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -9,22 +12,40 @@ use serde_json::value::RawValue;
 use crate::error::StreamError;
 
 /// The record of a JSON-mode body: its messages joined by `,`, or `None` for an empty array
-/// (which a create accepts and an append refuses).
-pub fn record(body: &[u8]) -> Result<Option<Bytes>, StreamError> {
+/// (which a create accepts and an append refuses). Shares the body's bytes when they already
+/// are that record.
+pub fn record(body: &Bytes) -> Result<Option<Bytes>, StreamError> {
     let invalid =
         |e: serde_json::Error| StreamError::BadRequest(format!("the body is not valid JSON: {e}"));
     let text = std::str::from_utf8(body)
         .map_err(|_| StreamError::BadRequest("the body is not valid UTF-8 JSON".into()))?;
+    // Where a value parsed from `text` lies in the body (borrowed values point into it).
+    let span = |value: &RawValue| {
+        let from = (value.get().as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        let to = from.checked_add(value.get().len())?;
+        (to <= body.len()).then_some((from, to))
+    };
     let value = text.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r'));
     if !value.starts_with('[') {
         // Validated as one value (trailing garbage is an error), stored as sent.
         let value: &RawValue = serde_json::from_str(value).map_err(invalid)?;
-        return Ok(Some(Bytes::copy_from_slice(value.get().as_bytes())));
+        return Ok(Some(match span(value) {
+            Some((from, to)) => body.slice(from..to),
+            None => Bytes::copy_from_slice(value.get().as_bytes()),
+        }));
     }
     // One pass validates the array and finds its elements.
     let items: Vec<&RawValue> = serde_json::from_str(value).map_err(invalid)?;
-    if items.is_empty() {
+    let (Some(first), Some(last)) = (items.first(), items.last()) else {
         return Ok(None);
+    };
+    // Compact: each element starts one byte (its comma) after the previous one ends.
+    let spans: Option<Vec<(usize, usize)>> = items.iter().map(|i| span(i)).collect();
+    let compact = spans
+        .as_deref()
+        .is_some_and(|s| s.windows(2).all(|w| w[1].0 == w[0].1 + 1));
+    if let (true, Some((from, _)), Some((_, to))) = (compact, span(first), span(last)) {
+        return Ok(Some(body.slice(from..to)));
     }
     let len = items.iter().map(|i| i.get().len() + 1).sum::<usize>();
     let mut joined = Vec::with_capacity(len);
@@ -75,10 +96,14 @@ mod tests {
     use super::*;
 
     fn rec(body: &str) -> Option<String> {
-        record(body.as_bytes())
+        record(&Bytes::copy_from_slice(body.as_bytes()))
             .ok()
             .flatten()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn is_err(body: &[u8]) -> bool {
+        record(&Bytes::copy_from_slice(body)).is_err()
     }
 
     #[test]
@@ -92,14 +117,42 @@ mod tests {
         assert_eq!(rec("[[[1,2,3]]]").as_deref(), Some("[[1,2,3]]"));
         assert_eq!(rec("42").as_deref(), Some("42"));
         assert_eq!(rec("[]"), None);
-        assert!(record(b"{ invalid json }").is_err());
-        assert!(record(b"[1,]").is_err());
-        assert!(record(b"1 2").is_err());
+        assert_eq!(rec(" [ ] "), None);
+        assert!(is_err(b"{ invalid json }"));
+        assert!(is_err(b"[1,]"));
+        assert!(is_err(b"1 2"));
+        assert!(is_err(b"[1] 2"));
+    }
+
+    #[test]
+    fn compact_arrays_are_slices_of_the_body() {
+        let body = Bytes::from_static(br#" [{"a":[1,{"b":null}]},"x,y",-1.5e3] "#);
+        let stored = record(&body).ok().flatten().unwrap_or_default();
+        assert_eq!(&stored[..], br#"{"a":[1,{"b":null}]},"x,y",-1.5e3"#);
+        // The same bytes: nothing was copied.
+        assert_eq!(stored.as_ptr(), body[2..].as_ptr());
+        let single = Bytes::from_static(b" \"one\"\n");
+        let stored = record(&single).ok().flatten().unwrap_or_default();
+        assert_eq!(
+            (&stored[..], stored.as_ptr()),
+            (&b"\"one\""[..], single[1..].as_ptr())
+        );
+        // Whitespace between elements is dropped, wherever it is.
+        for body in [
+            "[ 1,2,3]",
+            "[1 ,2,3]",
+            "[1, 2,3]",
+            "[1,2 ,3 ]",
+            "[1,2,\n3]",
+            "[1,2,3]",
+        ] {
+            assert_eq!(rec(body).as_deref(), Some("1,2,3"), "{body:?}");
+        }
     }
 
     #[test]
     fn prefixes_and_rendering() {
-        let stored = record(br#"[{"a":1}, "x,y", [1,2]]"#)
+        let stored = record(&Bytes::from_static(br#"[{"a":1}, "x,y", [1,2]]"#))
             .ok()
             .flatten()
             .unwrap_or_default();

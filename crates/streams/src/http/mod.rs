@@ -8,6 +8,7 @@
 //! `Cross-Origin-Resource-Policy: cross-origin` (the protocol's browser-security headers).
 //! Access control is the embedding server's: it runs before these handlers.
 
+mod fanout;
 pub mod headers;
 mod read;
 mod sse;
@@ -35,6 +36,8 @@ pub(crate) struct HttpState {
     pub(crate) streams: Streams,
     /// Cancelled when the server shuts down: live readers end.
     pub(crate) shutdown: CancellationToken,
+    /// Long-poll answers shared by the readers one commit wakes.
+    pub(crate) fanout: std::sync::Arc<fanout::Fanout>,
 }
 
 /// The routes of `streams`, for any outer router state; live reads end when `shutdown` is
@@ -43,7 +46,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     streams: Streams,
     shutdown: CancellationToken,
 ) -> Router<S> {
-    let state = HttpState { streams, shutdown };
+    let state = HttpState {
+        streams,
+        shutdown,
+        fanout: std::sync::Arc::default(),
+    };
     Router::new()
         .route("/v1/stream/{*name}", any(dispatch))
         .layer(axum::middleware::map_response(security_headers))
@@ -243,7 +250,9 @@ pub(crate) async fn read_body(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(StreamError::TooLarge { limit });
     }
-    let mut out = BytesMut::new();
+    // Sized once when announced (it is at most `limit` then): no regrowth copies, and a JSON
+    // record sliced from the body holds no spare capacity.
+    let mut out = BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
     let mut frames = body.into_data_stream();
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(|e| StreamError::BadRequest(format!("reading the body: {e}")))?;
@@ -251,6 +260,10 @@ pub(crate) async fn read_body(
             return Err(StreamError::TooLarge { limit });
         }
         out.extend_from_slice(&frame);
+    }
+    if out.capacity() - out.len() > out.len() / 4 {
+        // Grown by doubling (no length announced): stored slices would pin the spare half.
+        return Ok(Bytes::copy_from_slice(&out));
     }
     Ok(out.freeze())
 }

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::fanout::Rendered;
 use super::headers::*;
 use super::{set, HttpState};
 use crate::engine::Slot;
@@ -18,9 +19,9 @@ use crate::read::{wait_past, Chunk, Waited};
 use crate::time::{format_rfc3339, now_ms};
 
 /// Cache policy of immutable history (a chunk that ends before the tail never changes).
-const CACHE_HISTORY: &str = "private, max-age=60, stale-while-revalidate=300";
+pub(crate) const CACHE_HISTORY: &str = "private, max-age=60, stale-while-revalidate=300";
 /// Cache policy of answers that reach the tail (the next request may see more).
-const CACHE_TAIL: &str = "no-cache";
+pub(crate) const CACHE_TAIL: &str = "no-cache";
 /// Cache policy of answers naming the current tail only (`offset=now`, HEAD, 204s).
 const CACHE_NONE: &str = "no-store";
 
@@ -78,7 +79,7 @@ pub(crate) fn body_bytes(chunk: &Chunk) -> Bytes {
     }
 }
 
-fn etag(chunk: &Chunk) -> String {
+pub(crate) fn etag(chunk: &Chunk) -> String {
     let closed = if chunk.closed() { ":c" } else { "" };
     format!(
         "\"{}:{}:{}{closed}\"",
@@ -191,17 +192,7 @@ pub(crate) async fn get(state: &HttpState, request: Request) -> Result<Response,
             };
             Ok(chunk_response(&chunk, request.headers(), now, None))
         }
-        Live::LongPoll => {
-            long_poll(
-                state,
-                &slot,
-                meta,
-                position,
-                query.cursor,
-                request.headers(),
-            )
-            .await
-        }
+        Live::LongPoll => long_poll(state, &slot, meta, position, query.cursor).await,
     }
 }
 
@@ -211,7 +202,6 @@ async fn long_poll(
     meta: Arc<StreamMeta>,
     position: u64,
     client_cursor: Option<u64>,
-    headers: &HeaderMap,
 ) -> Result<Response, StreamError> {
     let config = &state.streams.config;
     let mut rx = slot.subscribe();
@@ -231,21 +221,19 @@ async fn long_poll(
     if position >= meta.tail {
         return Ok(empty_poll(&meta, position, client_cursor));
     }
+    // A long-poll answers with data that was not there when it asked (it waited, or was
+    // behind): the client's If-None-Match cannot match it, so never a 304. Readers woken by
+    // the same commit share one read and rendering.
+    let cursor = cursor(client_cursor);
+    if let Some(rendered) = state.fanout.get(&meta, position) {
+        return Ok(rendered.response(cursor));
+    }
     let chunk = (state.streams.engine)
         .read_chunk(&meta, position, config.max_read_bytes)
         .await?;
-    let mut response = chunk_response(&chunk, headers, false, Some(cursor(client_cursor)));
-    // A long-poll that waited answers with data that was not there when it asked: the
-    // client's If-None-Match cannot match it, so no 304 here.
-    if response.status() == StatusCode::NOT_MODIFIED {
-        response = chunk_response(
-            &chunk,
-            &HeaderMap::new(),
-            false,
-            Some(cursor(client_cursor)),
-        );
-    }
-    Ok(response)
+    let rendered = Arc::new(Rendered::new(&meta, position, &chunk));
+    state.fanout.keep(Arc::clone(&rendered));
+    Ok(rendered.response(cursor))
 }
 
 pub(crate) async fn head(state: &HttpState, request: Request) -> Result<Response, StreamError> {
