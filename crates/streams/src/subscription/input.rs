@@ -18,7 +18,7 @@ pub const MAX_TEXT_BYTES: usize = 2048;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
 const MIN_LEASE_TTL_MS: u64 = 1_000;
 const MAX_LEASE_TTL_MS: u64 = 600_000;
-/// Most `**` segments in a pattern: each one multiplies the matching work.
+/// Most `**` segments in a pattern (more would add nothing a client needs).
 const MAX_DOUBLE_STARS: usize = 4;
 
 fn invalid(detail: impl Into<String>) -> SubscriptionError {
@@ -72,22 +72,26 @@ pub fn pattern(text: &str) -> Result<String, SubscriptionError> {
 }
 
 /// Whether `path` matches `pattern`: `*` is exactly one segment, `**` zero or more, any
-/// other segment matches itself.
+/// other segment matches itself. Dynamic programming over (pattern, path) suffixes, so the
+/// work is at most the product of their segment counts whatever the `**`s.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match_parts(&pattern, &path)
-}
-
-fn match_parts(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| match_parts(rest, &path[skip..])),
-        Some((segment, rest)) => match path.split_first() {
-            Some((first, tail)) => (*segment == "*" || segment == first) && match_parts(rest, tail),
-            None => false,
-        },
+    // `next[j]`: pattern[i + 1..] matches path[j..]; `here[j]`: pattern[i..] matches path[j..].
+    let mut next = vec![false; path.len() + 1];
+    next[path.len()] = true;
+    for segment in pattern.iter().rev() {
+        let mut here = vec![false; path.len() + 1];
+        for j in (0..=path.len()).rev() {
+            here[j] = match *segment {
+                "**" => next[j] || (j < path.len() && here[j + 1]),
+                "*" => j < path.len() && next[j + 1],
+                literal => j < path.len() && path[j] == literal && next[j + 1],
+            };
+        }
+        next = here;
     }
+    next[0]
 }
 
 /// Checks a webhook URL against the protocol's SSRF rules: `https`, except `http` to
@@ -275,6 +279,13 @@ mod tests {
         assert!(glob_match("events/**", "events/a/b"));
         assert!(glob_match("**/x", "a/b/x"));
         assert!(!glob_match("a/*/c", "a/b/d"));
+        assert!(glob_match("a/**/b/**/c", "a/x/b/y/z/c"));
+        assert!(!glob_match("a/**/b/**/c", "a/x/c"));
+        assert!(glob_match("**", "anything/at/all"));
+        // Linear-time in practice: a long path against many `**` answers at once.
+        let long = "s/".repeat(512);
+        assert!(!glob_match("**/**/**/**/x", &long));
+        assert!(glob_match("**/**/**/**/s", &long));
     }
 
     #[test]
