@@ -1,6 +1,7 @@
 //! The subscription API over the engine, in memory and on RocksDB: pattern linking, pull-wake
-//! events, claims and their fencing, acks, caps, and — on RocksDB — subscriptions, cursors, a
-//! claim in progress and the signing key surviving a reopen.
+//! events, claims and their fencing, acks, caps, webhooks (signed, retried with backoff after
+//! a failure, auto-acked on `done`), and — on RocksDB — subscriptions, cursors, a claim in
+//! progress and the signing key surviving a reopen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -288,4 +289,121 @@ async fn caps_refuse_extra_subscriptions_and_links() {
     subs.create("s3", explicit(r#""a""#), BASE)
         .await
         .expect("room again");
+}
+
+/// A webhook receiver on 127.0.0.1: answers 500 to the first request, then `{"done":true}`;
+/// sends each request's signature header and body to the test.
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hook = move |headers: HeaderMap, body: String| {
+        let (tx, calls) = (tx.clone(), Arc::clone(&calls));
+        async move {
+            let signature = headers
+                .get("webhook-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = tx.send((signature, body));
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                (StatusCode::INTERNAL_SERVER_ERROR, String::new())
+            } else {
+                (StatusCode::OK, r#"{"done":true}"#.to_owned())
+            }
+        }
+    };
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+async fn next_call(
+    calls: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(5), calls.recv())
+        .await
+        .expect("a webhook call")
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use liveresults_streams::subscription::signing::base64url_decode;
+
+    let streams = Streams::memory(StreamsConfig::default())
+        .await
+        .expect("memory");
+    let (engine, subs) = (streams.engine(), streams.subscriptions());
+    let (url, mut calls) = receiver().await;
+    engine
+        .create("events/a", create("text/plain", "abc"))
+        .await
+        .expect("a");
+    let body =
+        format!(r#"{{"type":"webhook","streams":["events/a"],"webhook":{{"url":"{url}"}}}}"#);
+    subs.create("hook", create_body(body.as_bytes()).expect("config"), BASE)
+        .await
+        .expect("create");
+    engine
+        .append("events/a", append("text/plain", "de", None))
+        .await
+        .expect("append");
+    subs.touched("events/a");
+
+    let failed_at = std::time::Instant::now();
+    let _ = next_call(&mut calls).await;
+    // The failure is recorded and the next attempt waits about a second (±20 %).
+    let mut record = subs.get("hook").await.expect("get");
+    for _ in 0..100 {
+        if record.failures > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        record = subs.get("hook").await.expect("get");
+    }
+    assert_eq!((record.failures, record.status()), (1, "failed"));
+    let (signature, body) = next_call(&mut calls).await;
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        failed_at.elapsed()
+    );
+
+    // The signature verifies with the published key, over `<t>.<body>`.
+    let jwks = subs.signer().jwks();
+    let x = base64url_decode(jwks["keys"][0]["x"].as_str().expect("x")).expect("x bytes");
+    let key = VerifyingKey::from_bytes(&x.try_into().expect("32 bytes")).expect("key");
+    let parts: Vec<&str> = signature.split(',').collect();
+    let t = parts[0].strip_prefix("t=").expect("t");
+    assert_eq!(parts[1].strip_prefix("kid="), Some(subs.signer().kid()));
+    let sig = base64url_decode(parts[2].strip_prefix("ed25519=").expect("sig")).expect("bytes");
+    let sig = Signature::from_bytes(&sig.try_into().expect("64 bytes"));
+    key.verify(format!("{t}.{body}").as_bytes(), &sig)
+        .expect("the signature verifies");
+    let wake: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        wake["callback_url"],
+        format!("{BASE}/v1/stream/__ds/subscriptions/hook/callback")
+    );
+    assert_eq!(wake["streams"][0]["tail_offset"], format_offset(5));
+
+    // `{"done":true}` acked the snapshot and cleared the failure.
+    for _ in 0..100 {
+        let record = subs.get("hook").await.expect("get");
+        if record.links["events/a"].acked == Some(5) && record.wake.is_none() {
+            assert_eq!(record.status(), "active");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the wake was not auto-acked");
 }
