@@ -18,8 +18,8 @@ use liveresults_core::{RowMutation, SequenceSpan};
 
 use crate::reaction::{ChangeEvent, RowChange};
 
-/// Buffers up to this capacity are kept for the next group; larger ones (a big ingest chunk)
-/// are freed, so an idle query holds little memory.
+/// Buffers up to this size are kept for the next batch or group; larger ones (a big ingest
+/// chunk, an event of many diffs) are freed, so an idle query holds little memory.
 const KEEP_BYTES: usize = 64 << 10;
 
 /// One row operation of the group: the signature and, for an upsert, where its encoded row
@@ -122,7 +122,9 @@ impl Group {
             if self.want_events && !movable {
                 cloned = Some(ops.iter().map(|op| op_change(op, Value::clone)).collect());
             }
-            self.row_ops = relabel(ops);
+            if small(&ops) {
+                self.row_ops = relabel(ops);
+            }
         }
         let (rows, added) = (&self.rows, &self.ops[start..]);
         self.encoder.push_rows(
@@ -140,6 +142,9 @@ impl Group {
                 sequence: batch.sequence,
                 changes,
             });
+        }
+        if !small(&self.per_diff) {
+            self.per_diff = Vec::new();
         }
         self.note(batch.sequence, batch.timestamp_ms);
     }
@@ -181,15 +186,20 @@ impl Group {
     /// Takes back the row buffers of a commit the store is done with, for the next group,
     /// unless they grew large. (Only while the group has none: it may have started anew.)
     pub(crate) fn recycle(&mut self, commit: &mut GroupCommit) {
-        if self.rows.capacity() == 0 && commit.rows.capacity() <= KEEP_BYTES {
+        if self.rows.capacity() == 0 && small(&commit.rows) {
             self.rows = std::mem::take(&mut commit.rows);
             self.rows.clear();
         }
-        if self.ops.capacity() == 0 && commit.ops.capacity() * size_of::<Op>() <= KEEP_BYTES {
+        if self.ops.capacity() == 0 && small(&commit.ops) {
             self.ops = std::mem::take(&mut commit.ops);
             self.ops.clear();
         }
     }
+}
+
+/// Whether a buffer is small enough to keep for the next batch or group (see [`KEEP_BYTES`]).
+fn small<T>(buffer: &Vec<T>) -> bool {
+    buffer.capacity().saturating_mul(size_of::<T>()) <= KEEP_BYTES
 }
 
 /// An emptied `RowOp` list with another lifetime, keeping its allocation: a list borrowing
