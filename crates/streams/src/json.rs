@@ -30,7 +30,7 @@ pub fn record(body: &Bytes) -> Result<Option<Bytes>, StreamError> {
         // Validated as one value (trailing garbage is an error), stored as sent.
         let value: &RawValue = serde_json::from_str(value).map_err(invalid)?;
         return Ok(Some(match span(value) {
-            Some((from, to)) => body.slice(from..to),
+            Some((from, to)) => share(body, from, to),
             None => Bytes::copy_from_slice(value.get().as_bytes()),
         }));
     }
@@ -45,7 +45,7 @@ pub fn record(body: &Bytes) -> Result<Option<Bytes>, StreamError> {
         .as_deref()
         .is_some_and(|s| s.windows(2).all(|w| w[1].0 == w[0].1 + 1));
     if let (true, Some((from, _)), Some((_, to))) = (compact, span(first), span(last)) {
-        return Ok(Some(body.slice(from..to)));
+        return Ok(Some(share(body, from, to)));
     }
     let len = items.iter().map(|i| i.get().len() + 1).sum::<usize>();
     let mut joined = Vec::with_capacity(len);
@@ -56,6 +56,20 @@ pub fn record(body: &Bytes) -> Result<Option<Bytes>, StreamError> {
         joined.extend_from_slice(item.get().as_bytes());
     }
     Ok(Some(Bytes::from(joined)))
+}
+
+/// `body[from..to]`, sharing the body's allocation only when the record is most of it (at
+/// most 64 bytes, or a quarter of the body, left over): a stored record pins the whole body,
+/// so a short value padded with whitespace (`1` and 16 MiB of spaces) must not keep 16 MiB
+/// alive per byte it stores.
+fn share(body: &Bytes, from: usize, to: usize) -> Bytes {
+    let len = to.saturating_sub(from);
+    let slack = body.len().saturating_sub(len);
+    if slack <= 64 || slack <= len / 3 {
+        body.slice(from..to)
+    } else {
+        Bytes::copy_from_slice(&body[from..to])
+    }
 }
 
 /// The byte length, within `record`, of its first `count` messages (without the comma after
@@ -147,6 +161,26 @@ mod tests {
             "[1,2,3]",
         ] {
             assert_eq!(rec(body).as_deref(), Some("1,2,3"), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_record_in_a_padded_body_does_not_pin_the_body() {
+        let padding = " ".repeat(1 << 20);
+        for body in [
+            format!("1{padding}"),
+            format!("[1]{padding}"),
+            format!("{padding}[1,2]"),
+        ] {
+            let body = Bytes::from(body);
+            let stored = record(&body).ok().flatten().unwrap_or_default();
+            let inside = body.as_ptr_range().contains(&stored.as_ptr());
+            assert!(
+                !inside,
+                "a {}-byte record shares a {}-byte body",
+                stored.len(),
+                body.len()
+            );
         }
     }
 
