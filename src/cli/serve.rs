@@ -210,9 +210,14 @@ pub async fn run(args: Args) -> CliResult {
     };
     let (max_streams, max_producers) = (args.max_streams, args.max_stream_producers);
     let max_subscriptions = args.max_subscriptions;
-    let streams =
-        super::streams::open(home, long_poll, max_streams, max_producers, max_subscriptions)
-            .await?;
+    let streams = super::streams::open(
+        home,
+        long_poll,
+        max_streams,
+        max_producers,
+        max_subscriptions,
+    )
+    .await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.
     let listener = TcpListener::bind(&args.listen)
         .await
