@@ -154,7 +154,13 @@ async fn run() {
     let mut acks = Vec::with_capacity(ROUNDS);
     let phase = Instant::now();
     for round in 0..ROUNDS {
-        while state.metrics().long_polls_open() < READERS as u64 {
+        // Every reader has its answer to the last commit (so no parked-gauge guard of the last
+        // round is still alive: a woken reader counts as parked until its answer is rendered)
+        // and has parked again; otherwise one answer could cover two commits and that reader
+        // would wait for a commit that never comes.
+        while received.lock().expect("lock").len() < READERS * round
+            || state.metrics().long_polls_open() < READERS as u64
+        {
             assert!(phase.elapsed() < PHASE_LIMIT, "readers did not park");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
