@@ -17,11 +17,11 @@
 //! later one arrives as a notice. A connection that dies silently (a partition) is found by
 //! a `SELECT 1` every [`PING_EVERY`] that must answer within the connect timeout.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use liveresults_core::lease::CommitNotice;
+use liveresults_core::notice::NoticeHub;
 use liveresults_core::StoreError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -39,92 +39,40 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Decodes a payload; `None` for anything the store's functions do not send.
+/// Decodes a payload; `None` for anything the store's functions do not send. An empty id
+/// (sent for an id too long for a notice) decodes as the lost-notices marker.
 pub(crate) fn decode(payload: &str) -> Option<CommitNotice> {
-    let mut parts = payload.splitn(3, ':');
-    let epoch = parts.next()?;
-    let sequence = parts.next()?;
-    let id = parts.next()?;
-    // Digits only: `parse` would also take a leading `+`.
-    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-    if !digits(epoch, 10) {
-        return None;
-    }
-    let sequence = match sequence.len() {
-        0 => None,
-        16 if digits(sequence, 16) => Some(u64::from_str_radix(sequence, 16).ok()?),
-        _ => return None,
-    };
+    let (epoch, sequence, id) = CommitNotice::parse_payload(payload)?;
     Some(CommitNotice {
         query_id: notice_id_decode(id)?,
-        epoch: epoch.parse().ok()?,
+        epoch,
         sequence,
     })
 }
 
-/// The lost-notices marker: sent after a reconnect, it tells receivers to re-read every query.
-pub(crate) fn lost_marker() -> CommitNotice {
-    CommitNotice {
-        query_id: String::new(),
-        epoch: 0,
-        sequence: None,
-    }
-}
+/// One handle's listener: receivers subscribe here; dropping it (with the store) or
+/// [`NoticeHub::stop`] ends the task.
+pub(crate) type Notices = NoticeHub<CommitNotice>;
 
-/// One handle's listener: the broadcast sender receivers subscribe to, and the task's stop
-/// signal. Dropping it (with the store) or [`Notices::stop`] ends the task.
-pub(crate) struct Notices {
-    live: Mutex<Option<Live>>,
-}
-
-struct Live {
-    sender: broadcast::Sender<CommitNotice>,
-    /// Dropping it wakes the task's stop branch.
-    _stop: oneshot::Sender<()>,
-}
-
-impl Notices {
-    /// Connects and `LISTEN`s (failing, transiently, when the server cannot be reached), then
-    /// hands the connection to a background task. Notices of writes committed after this
-    /// returns reach every receiver.
-    pub(crate) async fn start(
-        config: Config,
-        tls: Tls,
-        channel: String,
-        timeout: Duration,
-    ) -> Result<Notices, StoreError> {
-        let listener = Listener {
-            config,
-            tls,
-            channel,
-            timeout,
-        };
-        let connection = listener.listen().await?;
-        let (sender, _) = broadcast::channel(CAPACITY);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(listener.run(connection, sender.clone(), stop_rx));
-        Ok(Notices {
-            live: Mutex::new(Some(Live {
-                sender,
-                _stop: stop_tx,
-            })),
-        })
-    }
-
-    /// A new receiver; after [`Notices::stop`] one that answers `Closed` at once.
-    pub(crate) fn receiver(&self) -> broadcast::Receiver<CommitNotice> {
-        match self.live.lock().as_deref() {
-            Ok(Some(live)) => live.sender.subscribe(),
-            _ => broadcast::channel(1).1,
-        }
-    }
-
-    /// Ends the task; receivers see `Closed` after the notices already queued for them.
-    pub(crate) fn stop(&self) {
-        if let Ok(mut live) = self.live.lock() {
-            live.take();
-        }
-    }
+/// Connects and `LISTEN`s (failing, transiently, when the server cannot be reached), then
+/// hands the connection to a background task. Notices of writes committed after this returns
+/// reach every receiver.
+pub(crate) async fn start(
+    config: Config,
+    tls: Tls,
+    channel: String,
+    timeout: Duration,
+) -> Result<Notices, StoreError> {
+    let listener = Listener {
+        config,
+        tls,
+        channel,
+        timeout,
+    };
+    let connection = listener.listen().await?;
+    let (hub, sender, stop) = NoticeHub::new(CAPACITY);
+    tokio::spawn(listener.run(connection, sender, stop));
+    Ok(hub)
 }
 
 /// A listening connection: the client (for `SELECT 1`), the task driving the socket, and
@@ -231,7 +179,7 @@ impl Listener {
             };
             tracing::info!(channel = %self.channel, "commit notice connection restored");
             // No receiver is normal (nobody waits for notices right now).
-            let _ = sender.send(lost_marker());
+            let _ = sender.send(CommitNotice::lost());
         }
     }
 
@@ -325,6 +273,6 @@ mod tests {
         ] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
-        assert!(lost_marker().query_id.is_empty());
+        assert!(CommitNotice::lost().is_lost());
     }
 }

@@ -25,7 +25,7 @@ use crate::codec::{counter_from_sql, limit_to_sql, notice_id, u64_from_sql, u64_
 use crate::error::{from_pg, from_pg_for, from_pool, permanent, ConfigError};
 use crate::lease::token_to_sql;
 use crate::migrations::{self, channel};
-use crate::notices::Notices;
+use crate::notices::{self, Notices};
 use crate::options::{validate_schema, PgStoreOptions};
 use crate::reclaim::Reclaimer;
 use crate::snapshot;
@@ -95,7 +95,7 @@ impl PgStore {
             let mut client = pool.get().await.map_err(from_pool)?;
             migrations::migrate(&mut client, &options.schema).await?;
         }
-        let notices = Notices::start(
+        let notices = notices::start(
             config,
             tls,
             channel(&options.schema),
