@@ -78,6 +78,11 @@ async fn connection(
     stop: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) {
+    // Answers are written whole; Nagle's algorithm would only hold the next small write (an
+    // SSE event, the body after the head) back until the client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
     let service = TowerToHyperService::new(router);
     let mut builder = http1::Builder::new();
     builder
