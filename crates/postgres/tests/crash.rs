@@ -149,7 +149,7 @@ fn spawn_child(url: &str, schema: &str) -> Child {
         ])
         .env(CHILD_ENV, format!("{url}|{schema}"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit()) // a child that fails says why (else the parent only sees it stall)
         .spawn()
         .expect("spawn child")
 }
