@@ -18,7 +18,7 @@ use liveresults_streams::subscription::input::create_body;
 use liveresults_streams::subscription::wire::WakeRequest;
 use liveresults_streams::subscription::{Kind, SubscriptionError, SubscriptionStore};
 use liveresults_streams::{Streams, StreamsConfig};
-use scenario::{create, read_all};
+use scenario::{append, create, read_all};
 
 async fn store(server: &RedisServer) -> RedisStreamStore {
     RedisStreamStore::connect(&server.url(), &RedisStoreOptions::new())
@@ -132,4 +132,73 @@ async fn the_swap_refuses_stale_records() {
     let seed = store.signing_seed([1; 32]).await.expect("seed");
     assert_eq!(seed, [1; 32]);
     assert_eq!(store.signing_seed([2; 32]).await.expect("kept"), [1; 32]);
+}
+
+/// A worker learns a tail from one host and acks it through another, which may not have
+/// processed the first host's change notice yet: the ack is valid and is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_of_a_tail_seen_on_another_host_is_accepted() {
+    let server = RedisServer::start();
+    let (a, b) = (host(&server).await, host(&server).await);
+    a.engine()
+        .create("wake/pool", create("application/json", "[]"))
+        .await
+        .expect("wake stream");
+    a.engine()
+        .create("events/a", create("text/plain", "0"))
+        .await
+        .expect("events/a");
+    let config = create_body(
+        br#"{"type":"pull-wake","streams":["events/a"],"wake_stream":"wake/pool","lease_ttl_ms":60000}"#,
+    )
+    .expect("config");
+    (a.subscriptions())
+        .create("s1", config, "http://a")
+        .await
+        .expect("create");
+    b.engine()
+        .append("events/a", append("text/plain", "1", None))
+        .await
+        .expect("append on b");
+    b.subscriptions().touched("events/a");
+    let mut claim = None;
+    for _ in 0..200 {
+        match b.subscriptions().claim("s1", "w1").await {
+            Ok(c) => {
+                claim = Some(c);
+                break;
+            }
+            Err(SubscriptionError::NoPendingWork) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("claim: {e}"),
+        }
+    }
+    let claim = claim.expect("a claim");
+    let tail_on_b = || {
+        (b.engine().slot("events/a"))
+            .and_then(|s| s.meta())
+            .map(|m| m.tail)
+            .expect("events/a on b")
+    };
+    for round in 0..30 {
+        b.engine()
+            .append("events/a", append("text/plain", "x", None))
+            .await
+            .expect("append on b");
+        let request = WakeRequest {
+            wake_id: claim.record.wake.as_ref().map(|w| w.id.clone()),
+            generation: Some(claim.record.generation),
+            acks: vec![("events/a".into(), format_offset(tail_on_b()))],
+            done: false,
+        };
+        (a.subscriptions())
+            .ack("s1", Kind::PullWake, &claim.token, &request)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: an ack of b's tail through a: {e}"));
+    }
+    let record = a.subscriptions().get("s1").await.expect("get");
+    assert_eq!(record.links["events/a"].acked, Some(tail_on_b()));
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
 }

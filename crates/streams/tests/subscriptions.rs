@@ -407,3 +407,111 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
     }
     panic!("the wake was not auto-acked");
 }
+
+/// Waits until subscription `id` links stream `name`.
+async fn wait_for_link(streams: &Streams, id: &str, name: &str) {
+    for _ in 0..200 {
+        let record = streams.subscriptions().get(id).await.expect("get");
+        if record.links.contains_key(name) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = streams.subscriptions().get(id).await.expect("get");
+    let links: Vec<&String> = record.links.keys().collect();
+    panic!("{name} was never linked; links: {links:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glob_links_to_deleted_streams_make_room_for_new_matches() {
+    let config = StreamsConfig {
+        subscriptions: SubscriptionLimits {
+            max_subscriptions: 10,
+            max_streams_per_subscription: 3,
+        },
+        ..StreamsConfig::default()
+    };
+    let streams = Streams::memory(config).await.expect("memory");
+    let (engine, subs) = (streams.engine(), streams.subscriptions());
+    engine
+        .create("wake/pool", create("application/json", "[]"))
+        .await
+        .expect("wake stream");
+    subs.create("s1", pull_config(60_000), BASE)
+        .await
+        .expect("create");
+    // More matching streams come and go than the subscription may link at once.
+    for i in 0..5 {
+        let name = format!("events/{i}");
+        engine
+            .create(&name, create("text/plain", "x"))
+            .await
+            .expect("create");
+        subs.touched(&name);
+        wait_for_link(&streams, "s1", &name).await;
+        engine.delete(&name).await.expect("delete");
+        subs.touched(&name);
+    }
+    engine
+        .create("events/new", create("text/plain", "new"))
+        .await
+        .expect("new");
+    subs.touched("events/new");
+    wait_for_link(&streams, "s1", "events/new").await;
+    let claim = subs.claim("s1", "w1").await.expect("the new stream's data");
+    let infos = subs.stream_infos(&claim.record, None);
+    assert!(format!("{infos:?}").contains("events/new"), "{infos:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_routes_answer_401_alike_for_missing_wrong_kind_and_forged() {
+    let streams = Streams::memory(StreamsConfig::default())
+        .await
+        .expect("memory");
+    let subs = streams.subscriptions();
+    subs.create("s1", pull_config(60_000), BASE)
+        .await
+        .expect("create");
+    let request = WakeRequest {
+        wake_id: Some("w".into()),
+        generation: Some(1),
+        ..WakeRequest::default()
+    };
+    for (id, kind) in [
+        ("missing", Kind::PullWake),
+        ("missing", Kind::Webhook),
+        ("s1", Kind::Webhook),
+        ("s1", Kind::PullWake),
+    ] {
+        for token in ["1.AAAA", "garbage", &subs.signer().token("s2", "n", 1)] {
+            let refused = subs.ack(id, kind, token, &request).await;
+            assert!(
+                matches!(refused, Err(SubscriptionError::TokenInvalid)),
+                "{id} {kind:?} {token}: {refused:?}"
+            );
+            assert_eq!(refused.err().map(|e| e.status()), Some(401));
+        }
+    }
+    for id in ["missing", "s1"] {
+        let refused = subs.release(id, "1.AAAA", &request).await;
+        assert!(
+            matches!(refused, Err(SubscriptionError::TokenInvalid)),
+            "release {id}: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn webhook_retry_delays_stay_within_a_minute_after_jitter() {
+    use liveresults_streams::subscription::delivery::retry_delay_ms;
+    let mut longest = 0;
+    for failures in 1..=12 {
+        for _ in 0..100 {
+            let delay = retry_delay_ms(failures);
+            assert!(delay >= 800, "{failures}: {delay}");
+            longest = longest.max(delay);
+        }
+    }
+    assert!(longest <= 60_000, "longest delay {longest} ms");
+    assert!(longest > 50_000, "longest delay {longest} ms");
+}

@@ -11,8 +11,8 @@
 //! generation, and claims are fenced).
 //!
 //! A failed webhook delivery ends its wake and schedules the next one with exponential
-//! backoff (1 s doubling to 60 s, ±20 % jitter); the schedule is in the record, so a restart
-//! honours it. The status reads `failed` until a delivery succeeds.
+//! backoff (1 s doubling to 60 s, ±20 % jitter, never past 60 s); the schedule is in the
+//! record, so a restart honours it. The status reads `failed` until a delivery succeeds.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -70,7 +70,7 @@ pub fn retry_delay_ms(failures: u32) -> u64 {
     let base = (1000u64 << failures.saturating_sub(1).min(6)).min(MAX_RETRY_DELAY_MS);
     let random = random_bytes::<1>().map_or(128, |b| i64::from(b[0]));
     let jitter = (base as i64 / 5) * (random - 128) / 128;
-    base.saturating_add_signed(jitter)
+    base.saturating_add_signed(jitter).min(MAX_RETRY_DELAY_MS)
 }
 
 impl Subscriptions {
@@ -80,14 +80,19 @@ impl Subscriptions {
         self.discover(touched.names, touched.all).await;
         let records: Vec<Arc<Record>> = lock(&self.cache).values().cloned().collect();
         // Wakes issued here for subscriptions since deleted (or moved on) are not delivered.
-        lock(&self.in_flight).retain(|(id, generation)| {
-            (records.iter()).any(|r| r.id == *id && r.generation == *generation)
-        });
+        let generations = (records.iter())
+            .map(|r| (r.id.as_str(), r.generation))
+            .collect();
+        super::in_flight::prune(&mut lock(&self.in_flight), &generations);
         for record in records {
-            if let Err(e) = self.step(&record).await {
-                if !matches!(e, SubscriptionError::NotFound(_)) {
+            match self.step(&record).await {
+                Err(SubscriptionError::NotFound(_)) => {
+                    lock(&self.in_flight).retain(|(id, _)| *id != record.id);
+                }
+                Err(e) => {
                     tracing::warn!(subscription = record.id, error = %e, "subscription step failed");
                 }
+                Ok(()) => {}
             }
         }
     }
@@ -121,19 +126,19 @@ impl Subscriptions {
             if new.is_empty() {
                 continue;
             }
-            let linked = self.update(&record.id, |r, _| {
+            if record.links.len() >= max {
+                self.refresh_glob_links(&record).await;
+            }
+            let linked = self.update(&record.id, |r, now| {
                 for name in &new {
                     if r.links.contains_key(*name) {
                         continue;
                     }
                     if r.links.len() >= max {
-                        tracing::warn!(
-                            subscription = r.id,
-                            stream = name.as_str(),
-                            max,
-                            "stream not linked: the subscription links its maximum"
-                        );
-                        break;
+                        self.drop_dead_glob_links(r, now);
+                    }
+                    if r.links.len() >= max {
+                        return Ok(Some((*name).clone()));
                     }
                     let from_start = self
                         .meta(name)
@@ -141,10 +146,13 @@ impl Subscriptions {
                     r.links
                         .insert((*name).clone(), self.new_link(name, false, from_start));
                 }
-                Ok(())
+                Ok(None)
             });
-            if let Err(e) = linked.await {
-                tracing::warn!(subscription = record.id, error = %e, "linking matched streams failed");
+            match linked.await {
+                Ok((refused, _)) => self.note_link_cap(&record.id, refused.as_deref()),
+                Err(e) => {
+                    tracing::warn!(subscription = record.id, error = %e, "linking matched streams failed");
+                }
             }
         }
     }
@@ -184,11 +192,12 @@ impl Subscriptions {
     fn advance(&self, record: &mut Record, now: u64) -> Result<bool, SubscriptionError> {
         for (name, link) in &mut record.links {
             if let Some((id, _)) = self.view(name) {
-                if link.stream_id != Some(id) {
-                    if link.stream_id.is_some() {
-                        // Deleted and created again: a new stream, all of it unprocessed.
-                        link.acked = None;
-                    }
+                // Ids only grow: a newer one is the stream deleted and created again (all of
+                // it unprocessed); an older one is a lagging view, never a reason to reset.
+                if link.stream_id.is_some_and(|old| old < id) {
+                    link.acked = None;
+                }
+                if link.stream_id.is_none_or(|old| old < id) {
                     link.stream_id = Some(id);
                 }
             }

@@ -57,7 +57,9 @@ pub struct Subscriptions {
     /// Wakes the delivery task.
     pub(crate) wakeup: Notify,
     /// Webhook wakes being delivered by this host: `(id, generation)`.
-    pub(crate) in_flight: Mutex<BTreeSet<(String, u64)>>,
+    pub(crate) in_flight: Mutex<super::in_flight::InFlight>,
+    /// Subscriptions whose refused pattern match was logged (see [`Self::note_link_cap`]).
+    pub(crate) link_cap_warned: Mutex<BTreeSet<String>>,
     pub(crate) client: reqwest::Client,
 }
 
@@ -109,6 +111,7 @@ impl Subscriptions {
             }),
             wakeup: Notify::new(),
             in_flight: Mutex::default(),
+            link_cap_warned: Mutex::default(),
             client,
         });
         subscriptions.reload().await?;
@@ -316,6 +319,7 @@ impl Subscriptions {
             };
             if self.store.swap(id, Some(&bytes), None).await? {
                 lock(&self.cache).remove(id);
+                lock(&self.link_cap_warned).remove(id);
                 tracing::info!(subscription = id, "subscription deleted");
                 return Ok(());
             }
@@ -362,16 +366,19 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Checks a token and the wake it names against the current wake.
+    /// The generation `token` was minted for, if it is a genuine token of `record`.
+    fn authenticate(&self, record: &Record, token: &str) -> Result<u64, E> {
+        (self.signer.check_token(token, &record.id, &record.nonce)).ok_or(E::TokenInvalid)
+    }
+
+    /// Checks the wake a request with a token of `generation` names against the current one.
     fn fence(
         &self,
         record: &Record,
-        token: &str,
+        generation: u64,
         request: &WakeRequest,
         now: u64,
     ) -> Result<(), E> {
-        let generation =
-            (self.signer.check_token(token, &record.id, &record.nonce)).ok_or(E::TokenInvalid)?;
         let wake = record.wake.as_ref().ok_or(E::Fenced)?;
         let current = generation == record.generation
             && request.generation == Some(record.generation)
@@ -451,6 +458,10 @@ impl Subscriptions {
 
     /// `POST …/callback` (webhook) and `POST …/ack` (pull-wake): acks, a lease extension,
     /// and with `done` the end of the wake. `Ok(next_wake)`.
+    ///
+    /// An offset beyond this host's view of a stream's tail may be one another host sees
+    /// already (the worker read it there): on a shared store those streams are re-read and
+    /// the ack decided again before it is refused.
     pub async fn ack(
         &self,
         id: &str,
@@ -458,12 +469,12 @@ impl Subscriptions {
         token: &str,
         request: &WakeRequest,
     ) -> Result<bool, E> {
-        let (next, record) = self
-            .update(id, |record, now| {
+        let attempt = || {
+            self.token_route(id, token, |record, generation, now| {
                 if record.config.kind != kind {
                     return Err(E::WrongKind(kind.name()));
                 }
-                self.fence(record, token, request, now)?;
+                self.fence(record, generation, request, now)?;
                 self.apply_acks(record, &request.acks)?;
                 if request.done {
                     return self.finish_wake(record, now);
@@ -474,7 +485,19 @@ impl Subscriptions {
                 }
                 Ok(false)
             })
-            .await?;
+        };
+        let (next, record) = match attempt().await {
+            Err(E::InvalidOffset(_)) if self.engine.shared => {
+                for (stream, offset) in &request.acks {
+                    let tail = self.view(stream).map_or(0, |v| v.1);
+                    if parse_position(offset).is_ok_and(|position| position > tail) {
+                        self.engine.refresh(stream).await?;
+                    }
+                }
+                attempt().await?
+            }
+            result => result?,
+        };
         if next {
             self.mark_issued(&record);
         }
@@ -484,11 +507,11 @@ impl Subscriptions {
     /// `POST …/release`: ends the claim without acks.
     pub async fn release(&self, id: &str, token: &str, request: &WakeRequest) -> Result<(), E> {
         let (next, record) = self
-            .update(id, |record, now| {
+            .token_route(id, token, |record, generation, now| {
                 if record.config.kind != Kind::PullWake {
                     return Err(E::WrongKind("pull-wake"));
                 }
-                self.fence(record, token, request, now)?;
+                self.fence(record, generation, request, now)?;
                 self.finish_wake(record, now)
             })
             .await?;
@@ -496,6 +519,32 @@ impl Subscriptions {
             self.mark_issued(&record);
         }
         Ok(())
+    }
+
+    /// [`Self::update`] for a route authenticated by a wake token alone: `f` gets the token's
+    /// generation. Without a genuine token of the subscription the answer is
+    /// [`E::TokenInvalid`] whether it exists, is of another kind or the token is forged, so
+    /// such requests cannot tell which subscriptions exist; a token that is not even shaped
+    /// like one is refused before anything is read.
+    async fn token_route<T>(
+        &self,
+        id: &str,
+        token: &str,
+        mut f: impl FnMut(&mut Record, u64, u64) -> Result<T, E>,
+    ) -> Result<(T, Record), E> {
+        if !super::signing::token_shaped(token) {
+            return Err(E::TokenInvalid);
+        }
+        let result = self
+            .update(id, |record, now| {
+                let generation = self.authenticate(record, token)?;
+                f(record, generation, now)
+            })
+            .await;
+        result.map_err(|e| match e {
+            E::NotFound(_) => E::TokenInvalid,
+            e => e,
+        })
     }
 
     /// `POST …/claim`: takes the pending wake (issuing one if work is pending and none is).

@@ -25,7 +25,9 @@
 
 pub mod delivery;
 pub mod error;
+mod in_flight;
 pub mod input;
+mod links;
 pub mod manager;
 pub mod signing;
 pub mod store;

@@ -102,6 +102,17 @@ impl Signer {
     }
 }
 
+/// Whether `token` has a wake token's shape (`<generation>.<64-byte signature>`): anything
+/// else is refused without reading a subscription.
+pub fn token_shaped(token: &str) -> bool {
+    token
+        .split_once('.')
+        .is_some_and(|(generation, signature)| {
+            generation.parse::<u64>().is_ok()
+                && base64url_decode(signature).is_some_and(|bytes| bytes.len() == 64)
+        })
+}
+
 fn token_text(id: &str, nonce: &str, generation: u64) -> String {
     format!("liveresults subscription wake token\n{id}\n{nonce}\n{generation}")
 }
@@ -170,6 +181,8 @@ mod tests {
         let forged = token.replacen("3.", "4.", 1);
         assert_eq!(signer.check_token(&forged, "sub", "n1"), None);
         assert_eq!(signer.check_token("garbage", "sub", "n1"), None);
+        assert!(token_shaped(&token) && token_shaped(&forged));
+        assert!(!token_shaped("garbage") && !token_shaped("1.AAAA") && !token_shaped("x.AAAA"));
         let other = Signer::from_seed(&[8; SEED_BYTES]);
         assert_eq!(other.check_token(&token, "sub", "n1"), None);
         assert!(signer.kid().starts_with("ds_"));
