@@ -103,8 +103,17 @@ const RECORD_PREFIX: &[u8] = b"liveresults.streams.subscription/";
 const SEED_KEY: &[u8] = b"liveresults.streams.signing_key";
 
 /// Serializes swaps of one process (RocksDB has one writer; the lock makes read-compare-write
-/// one step).
-static ROCKS_SWAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// one step). A std lock taken inside the blocking closure: it lives exactly as long as the
+/// read-compare-write. (An async lock held by the awaiting future would be released when that
+/// future is dropped — a client disconnecting — while the closure still runs, letting a second
+/// swap read the same bytes.)
+static ROCKS_SWAP: Mutex<()> = Mutex::new(());
+
+fn swap_lock() -> std::sync::MutexGuard<'static, ()> {
+    ROCKS_SWAP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn record_key(id: &str) -> Vec<u8> {
     [RECORD_PREFIX, id.as_bytes()].concat()
@@ -165,13 +174,13 @@ impl SubscriptionStore for RocksStreamStore {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
-        let _one = ROCKS_SWAP.lock().await;
         let (key, expected, new) = (
             record_key(id),
             expected.map(<[u8]>::to_vec),
             new.map(<[u8]>::to_vec),
         );
         self.sub_blocking(move |db, options| {
+            let _one = swap_lock();
             if db.get(&key)? != expected {
                 return Ok(false);
             }
@@ -185,13 +194,15 @@ impl SubscriptionStore for RocksStreamStore {
     }
 
     async fn signing_seed(&self, candidate: [u8; SEED_BYTES]) -> Result<[u8; 32], StoreError> {
-        let _one = ROCKS_SWAP.lock().await;
         let stored = self
-            .sub_blocking(move |db, options| match db.get(SEED_KEY)? {
-                Some(bytes) => Ok(bytes),
-                None => {
-                    db.put_opt(SEED_KEY, candidate, options)?;
-                    Ok(candidate.to_vec())
+            .sub_blocking(move |db, options| {
+                let _one = swap_lock();
+                match db.get(SEED_KEY)? {
+                    Some(bytes) => Ok(bytes),
+                    None => {
+                        db.put_opt(SEED_KEY, candidate, options)?;
+                        Ok(candidate.to_vec())
+                    }
                 }
             })
             .await?;
