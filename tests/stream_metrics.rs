@@ -38,6 +38,11 @@ async fn stream_requests_appended_bytes_and_streams_are_counted() {
     assert_eq!(post.body("lost").send().await.expect("POST").status(), 404);
     let read = client.get(format!("{}?offset=-1", url("a"))).send().await;
     assert_eq!(read.expect("GET").status(), 200);
+    // The subscription API's control requests count under "other".
+    let jwks = client.get(url("__ds/jwks.json")).send().await;
+    assert_eq!(jwks.expect("JWKS").status(), 200);
+    let ack = client.post(url("__ds/subscriptions/s/ack")).body("{}");
+    assert_eq!(ack.send().await.expect("ack").status(), 401);
 
     let scrape = client.get(format!("{}/metrics", server.url)).send().await;
     let scrape = scrape.expect("scrape").text().await.expect("text");
@@ -52,6 +57,8 @@ async fn stream_requests_appended_bytes_and_streams_are_counted() {
     assert_eq!(requests("append", "4xx"), Some(1));
     assert_eq!(requests("read", "2xx"), Some(1));
     assert_eq!(requests("delete", "2xx"), Some(0));
+    assert_eq!(requests("other", "2xx"), Some(1), "the JWK Set");
+    assert_eq!(requests("other", "4xx"), Some(1), "an ack without a token");
     assert_eq!(
         sample(&scrape, "liveresults_stream_appended_bytes_total"),
         Some(13),

@@ -61,9 +61,13 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 async fn dispatch(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // The reserved control prefix is routed before any stream (the protocol's §6).
+    // The reserved control prefix is routed before any stream (the protocol's §6); its
+    // requests count under the last operation, "other".
     if subscription::is_control(&path) && method != axum::http::Method::OPTIONS {
-        return subscription::handle(&state, request).await;
+        let response = subscription::handle(&state, request).await;
+        let other = crate::metrics::OPERATIONS.len() - 1;
+        (state.streams.metrics).record(other, response.status().as_u16(), None);
+        return response;
     }
     let appending = (method == axum::http::Method::POST)
         .then(|| request.headers().get(header::CONTENT_LENGTH))
