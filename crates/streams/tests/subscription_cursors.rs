@@ -9,7 +9,7 @@ use std::time::Duration;
 #[path = "common/scenario.rs"]
 mod scenario;
 
-use liveresults_streams::subscription::{Config, Kind, Record, SubscriptionStore};
+use liveresults_streams::subscription::{Config, Kind, Record};
 use liveresults_streams::{RocksStreamStore, StreamStore, Streams, StreamsConfig};
 use scenario::create;
 
