@@ -1,6 +1,7 @@
 // liveresults serve against the Node reference Durable Streams server (@durable-streams/server,
-// in memory and file-backed), driven by the official client with the same ~100-byte JSON
-// messages, one server at a time on this machine; prints a table. Run with run.sh.
+// in memory and file-backed) and a do-nothing "client floor" server (floor_server.mjs), driven by
+// the official client with the same ~100-byte JSON messages, one server at a time on this
+// machine; prints a table. Run with run.sh.
 //
 // Workloads:
 // - single writes: one message per POST, each awaited (msgs/s);
@@ -149,6 +150,8 @@ const servers = [
   [`liveresults --data`, (dir) => start(bin, [`serve`, `--data`, dir, `--listen`, `127.0.0.1:0`])],
   [`reference (memory)`, () => start(process.execPath, [join(here, `reference_server.mjs`)])],
   [`reference (file)`, (dir) => start(process.execPath, [join(here, `reference_server.mjs`), dir])],
+  // The cheapest server that answers these workloads (floor_server.mjs): what the client can reach.
+  [`client floor`, () => start(process.execPath, [join(here, `floor_server.mjs`)])],
 ]
 
 const results = {}
@@ -168,11 +171,14 @@ for (const [name, launch] of servers) {
 
 const fmt = (v, rate) => (rate ? Math.round(v).toLocaleString(`en-US`) : v.toFixed(1))
 const names = servers.map(([n]) => n)
-console.log(`| workload | ${names.join(` | `)} | memory vs reference | data vs file |`)
-console.log(`|---|${names.map(() => `---:`).join(`|`)}|---:|---:|`)
+// Higher is better for rates, lower for latencies: `a vs b` says how many times better a is than b,
+// so `floor vs reference` is what a server doing almost nothing shows against the reference with
+// this client on this machine, and `x / floor` is the share of that floor x reaches.
+console.log(`| workload | ${names.join(` | `)} | memory vs reference | data vs file | floor vs reference | memory / floor | reference / floor |`)
+console.log(`|---|${names.map(() => `---:`).join(`|`)}|---:|---:|---:|---:|---:|`)
 workloads.forEach(([label, , rate], i) => {
   const v = names.map((n) => results[n][i])
-  // Higher is better for rates, lower for latencies: ratios say how many times better.
   const ratio = (ours, theirs) => (rate ? ours / theirs : theirs / ours).toFixed(2) + `x`
-  console.log(`| ${label} | ${v.map((x) => fmt(x, rate)).join(` | `)} | ${ratio(v[0], v[2])} | ${ratio(v[1], v[3])} |`)
+  const ratios = [ratio(v[0], v[2]), ratio(v[1], v[3]), ratio(v[4], v[2]), ratio(v[0], v[4]), ratio(v[2], v[4])]
+  console.log(`| ${label} | ${v.map((x) => fmt(x, rate)).join(` | `)} | ${ratios.join(` | `)} |`)
 })
