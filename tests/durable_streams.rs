@@ -150,6 +150,8 @@ fn run_suite(mut serve: Command) {
         serve
             .args(["--listen", "127.0.0.1:0"])
             .args(["--long-poll-timeout-secs", LONG_POLL_SECS])
+            // The suite's webhook tests use receivers on loopback.
+            .arg("--allow-dev-webhooks")
             .env(
                 "LIVERESULTS_TOKENS",
                 format!("write:{WRITE_TOKEN},read:{READ_TOKEN}"),

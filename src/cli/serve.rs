@@ -115,6 +115,11 @@ pub struct Args {
     #[arg(long, default_value_t = liveresults_server::streams::subscription::DEFAULT_MAX_SUBSCRIPTIONS,
           value_parser = in_range(1, 1_000_000))]
     max_subscriptions: usize,
+    /// Development only: subscription webhooks may target `http://localhost` /
+    /// `http://127.0.0.x` and names resolving to loopback. Off (the default), webhooks must be
+    /// https to public addresses, so a client cannot make the server POST to local ports.
+    #[arg(long)]
+    allow_dev_webhooks: bool,
     /// Longest query id in bytes; longer ids get 400 (1 to 65,535).
     #[arg(long, default_value_t = DEFAULT_MAX_QUERY_ID_BYTES,
           value_parser = in_range(1, liveresults::core::rules::MAX_QUERY_ID_BYTES))]
@@ -216,6 +221,7 @@ pub async fn run(args: Args) -> CliResult {
         max_streams,
         max_producers,
         max_subscriptions,
+        args.allow_dev_webhooks,
     )
     .await?;
     // Bound before the runtime starts: a host sharing the store advertises this address.

@@ -29,19 +29,22 @@ pub enum Home<'a> {
 
 /// Opens the streams service in `home`. Long-polls wait at most `long_poll_timeout`; at most
 /// `max_streams` streams may exist, each with at most `max_producers` idempotent producers;
-/// at most `max_subscriptions` subscriptions.
+/// at most `max_subscriptions` subscriptions; `allow_dev_webhooks`: webhooks may target
+/// loopback (development only).
 pub async fn open(
     home: Home<'_>,
     long_poll_timeout: Duration,
     max_streams: usize,
     max_producers: usize,
     max_subscriptions: usize,
+    allow_dev_webhooks: bool,
 ) -> CliResult<Streams> {
     let mut config = StreamsConfig::default()
         .long_poll_timeout(long_poll_timeout)
         .max_streams(max_streams)
         .max_producers(max_producers);
     config.subscriptions.max_subscriptions = max_subscriptions.max(1);
+    config.subscriptions.allow_dev_webhooks = allow_dev_webhooks;
     let opened = match home {
         Home::Redis(url) => {
             let store = RedisStreamStore::connect(url, &RedisStoreOptions::new())

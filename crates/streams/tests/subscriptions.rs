@@ -25,7 +25,7 @@ fn pull_config(lease_ms: u64) -> liveresults_streams::subscription::Config {
     let body = format!(
         r#"{{"type":"pull-wake","pattern":"events/*","wake_stream":"wake/pool","lease_ttl_ms":{lease_ms}}}"#
     );
-    create_body(body.as_bytes()).expect("config")
+    create_body(body.as_bytes(), false).expect("config")
 }
 
 /// Waits until the wake stream holds an event of generation `generation`.
@@ -242,6 +242,7 @@ async fn caps_refuse_extra_subscriptions_and_links() {
         subscriptions: SubscriptionLimits {
             max_subscriptions: 2,
             max_streams_per_subscription: 2,
+            ..SubscriptionLimits::default()
         },
         ..StreamsConfig::default()
     };
@@ -250,6 +251,7 @@ async fn caps_refuse_extra_subscriptions_and_links() {
     let explicit = |names: &str| {
         create_body(
             format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#).as_bytes(),
+            false,
         )
         .expect("config")
     };
@@ -350,9 +352,13 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
         .expect("a");
     let body =
         format!(r#"{{"type":"webhook","streams":["events/a"],"webhook":{{"url":"{url}"}}}}"#);
-    subs.create("hook", create_body(body.as_bytes()).expect("config"), BASE)
-        .await
-        .expect("create");
+    subs.create(
+        "hook",
+        create_body(body.as_bytes(), true).expect("config"),
+        BASE,
+    )
+    .await
+    .expect("create");
     engine
         .append("events/a", append("text/plain", "de", None))
         .await
@@ -428,6 +434,7 @@ async fn glob_links_to_deleted_streams_make_room_for_new_matches() {
         subscriptions: SubscriptionLimits {
             max_subscriptions: 10,
             max_streams_per_subscription: 3,
+            ..SubscriptionLimits::default()
         },
         ..StreamsConfig::default()
     };

@@ -181,7 +181,7 @@ async fn route(state: &HttpState, request: Request) -> Result<Response, E> {
     match action {
         "" => match *method {
             Method::PUT => {
-                let config = input::create_body(&body)?;
+                let config = input::create_body(&body, subs.limits.allow_dev_webhooks)?;
                 let base = base_url(headers)?;
                 let (created, record) = subs.create(&id, config, &base).await?;
                 let status = if created {

@@ -2,11 +2,12 @@
 //! patterns, webhook URLs (the SSRF rules of the protocol's §6.2) and the create body.
 //! Every length is bounded, so a client cannot make a record (or a glob match) large.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 
 use super::error::SubscriptionError;
+use super::webhook_client::is_blocked;
 use super::{Config, Kind};
 use crate::http::headers::MAX_NAME_BYTES;
 
@@ -95,10 +96,11 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
 }
 
 /// Checks a webhook URL against the protocol's SSRF rules: `https`, except `http` to
-/// `localhost` or `127.0.0.x` for development; no private, loopback, link-local or other
-/// local IPv4 literal, no IPv6 literal. (Names are not resolved here: a name that resolves to
-/// a private address is the deployment's to block.)
-pub fn webhook_url(text: &str) -> Result<String, SubscriptionError> {
+/// `localhost` or `127.0.0.x` when `allow_dev` (`serve --allow-dev-webhooks`; the protocol
+/// allows it for development only); no IPv4 literal [`is_blocked`] refuses, no IPv6 literal.
+/// Names are resolved at connect time, where the webhook client drops the same addresses
+/// (see [`super::webhook_client`]).
+pub fn webhook_url(text: &str, allow_dev: bool) -> Result<String, SubscriptionError> {
     let rejected = |why: &str| SubscriptionError::WebhookUrl(why.to_owned());
     if text.len() > MAX_TEXT_BYTES {
         return Err(rejected("the URL is too long"));
@@ -123,13 +125,16 @@ pub fn webhook_url(text: &str) -> Result<String, SubscriptionError> {
         Host::V4(ip) => ip.octets()[..3] == [127, 0, 0],
     };
     match url.scheme() {
-        "http" if local_dev => Ok(url.to_string()),
-        "http" => Err(rejected(
+        "http" if local_dev && allow_dev => Ok(url.to_string()),
+        "http" if allow_dev => Err(rejected(
             "http webhook URLs are only allowed for localhost or 127.0.0.x",
+        )),
+        "http" => Err(rejected(
+            "webhook URLs must use https (http to localhost needs serve --allow-dev-webhooks)",
         )),
         "https" if local_dev => Err(rejected("localhost webhook URLs must use http")),
         "https" => match host {
-            Host::V4(ip) if is_local(ip) => Err(rejected(
+            Host::V4(ip) if is_blocked(IpAddr::V4(ip), false) => Err(rejected(
                 "webhook URLs must not target private, loopback or link-local hosts",
             )),
             _ => Ok(url.to_string()),
@@ -141,17 +146,6 @@ pub fn webhook_url(text: &str) -> Result<String, SubscriptionError> {
 enum Host {
     Name(String),
     V4(Ipv4Addr),
-}
-
-fn is_local(ip: Ipv4Addr) -> bool {
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.octets()[0] == 0
-        || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
 }
 
 fn opt_string<'a>(body: &'a Value, field: &str) -> Result<Option<&'a str>, SubscriptionError> {
@@ -186,7 +180,9 @@ pub fn stream_list(
 }
 
 /// The body of `PUT …/subscriptions/{id}`.
-pub fn create_body(body: &[u8]) -> Result<Config, SubscriptionError> {
+///
+/// `allow_dev_webhooks`: see [`webhook_url`].
+pub fn create_body(body: &[u8], allow_dev_webhooks: bool) -> Result<Config, SubscriptionError> {
     let body: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))?;
     if !body.is_object() {
@@ -217,7 +213,7 @@ pub fn create_body(body: &[u8]) -> Result<Config, SubscriptionError> {
                 .and_then(Value::as_str)
                 .filter(|u| !u.is_empty())
                 .ok_or_else(|| invalid("webhook subscriptions require webhook.url"))?;
-            Some(webhook_url(url)?)
+            Some(webhook_url(url, allow_dev_webhooks)?)
         }
         Kind::PullWake => None,
     };
@@ -290,10 +286,16 @@ mod tests {
 
     #[test]
     fn webhook_urls_follow_the_ssrf_rules() {
-        assert!(webhook_url("http://127.0.0.1:9/hook").is_ok());
-        assert!(webhook_url("http://localhost/hook").is_ok());
-        assert!(webhook_url("https://hooks.example.com/x").is_ok());
+        assert!(webhook_url("http://127.0.0.1:9/hook", true).is_ok());
+        assert!(webhook_url("http://localhost/hook", true).is_ok());
+        assert!(webhook_url("http://127.0.0.1:9/hook", false).is_err());
+        assert!(webhook_url("http://localhost/hook", false).is_err());
+        assert!(webhook_url("https://hooks.example.com/x", false).is_ok());
         for bad in [
+            "https://192.0.0.8/x",
+            "https://198.18.0.1/x",
+            "https://240.0.0.1/x",
+            "https://100.64.0.1/x",
             "http://10.0.0.1/hook",
             "http://hooks.example.com/x",
             "https://192.168.1.1/x",
@@ -304,14 +306,17 @@ mod tests {
             "https://user:pw@example.com/x",
             "not a url",
         ] {
-            assert!(webhook_url(bad).is_err(), "{bad}");
+            assert!(webhook_url(bad, true).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn create_bodies_are_checked() {
-        let ok = create_body(br#"{"type":"pull-wake","streams":["b","a","b"],"wake_stream":"w"}"#)
-            .expect("valid");
+        let ok = create_body(
+            br#"{"type":"pull-wake","streams":["b","a","b"],"wake_stream":"w"}"#,
+            false,
+        )
+        .expect("valid");
         assert_eq!(ok.streams, ["a", "b"]);
         assert_eq!(ok.lease_ttl_ms, DEFAULT_LEASE_TTL_MS);
         for bad in [
@@ -324,7 +329,7 @@ mod tests {
             br#"{"type":"other","streams":["a"]}"#,
         ] {
             assert!(
-                create_body(bad).is_err(),
+                create_body(bad, false).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -75,18 +75,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The webhook client: HTTPS with the OS's root certificates, no redirects (a redirect could
-/// lead past the URL checks to a private address). A machine whose roots cannot be read still
-/// starts: its client trusts no certificate (HTTPS webhooks then fail and are retried).
-fn webhook_client() -> Result<reqwest::Client, StoreError> {
-    let builder = || reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-    builder().build().or_else(|e| {
-        tracing::warn!(error = %e, "no root certificates for HTTPS webhooks");
-        (builder().tls_built_in_root_certs(false).build())
-            .map_err(|e| StoreError::Backend(format!("webhook client: {e}")))
-    })
-}
-
 impl Subscriptions {
     /// Loads the subscriptions and the signing key of `engine`'s store and starts the
     /// delivery task (it ends at `stop`).
@@ -98,7 +86,7 @@ impl Subscriptions {
         let store = (engine.store.subscriptions())
             .unwrap_or_else(|| Arc::new(MemorySubscriptionStore::default()));
         let seed = store.signing_seed(random_bytes()?).await?;
-        let client = webhook_client()?;
+        let client = super::webhook_client::webhook_client(limits.allow_dev_webhooks)?;
         let subscriptions = Arc::new(Subscriptions {
             store,
             engine,

@@ -31,6 +31,7 @@ mod links;
 pub mod manager;
 pub mod signing;
 pub mod store;
+pub mod webhook_client;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,10 @@ pub struct SubscriptionLimits {
     /// Streams one subscription links at most, explicit and glob together (default 1,000);
     /// a create or add beyond answers 403, and glob matches beyond are not linked.
     pub max_streams_per_subscription: usize,
+    /// Development mode (`serve --allow-dev-webhooks`, default off): webhooks may target
+    /// `http://localhost` / `http://127.0.0.x` and names resolving to loopback. Off, any
+    /// write-role client could make the server POST to its own or a sidecar's local ports.
+    pub allow_dev_webhooks: bool,
 }
 
 impl Default for SubscriptionLimits {
@@ -65,6 +70,7 @@ impl Default for SubscriptionLimits {
         SubscriptionLimits {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_streams_per_subscription: DEFAULT_MAX_SUBSCRIPTION_STREAMS,
+            allow_dev_webhooks: false,
         }
     }
 }
