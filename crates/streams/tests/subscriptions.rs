@@ -522,3 +522,50 @@ fn webhook_retry_delays_stay_within_a_minute_after_jitter() {
     assert!(longest <= 60_000, "longest delay {longest} ms");
     assert!(longest > 50_000, "longest delay {longest} ms");
 }
+
+/// A pull-wake subscription following its own wake stream would wake itself forever (each
+/// wake appends an event, which is new pending work): refused at create and at add, naming
+/// the stream; a pattern that matches the wake stream never links it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_never_follows_its_own_wake_stream() {
+    let own = create_body(
+        br#"{"type":"pull-wake","streams":["a","wake/pool"],"wake_stream":"wake/pool"}"#,
+        false,
+    );
+    match own {
+        Err(SubscriptionError::Invalid(detail)) => {
+            assert!(detail.contains("wake/pool"), "{detail}")
+        }
+        other => panic!("expected 400 naming the wake stream, got {other:?}"),
+    }
+    let streams = Streams::memory(StreamsConfig::default())
+        .await
+        .expect("memory");
+    let (engine, subs) = (streams.engine(), streams.subscriptions());
+    engine
+        .create("wake/pool", create("application/json", "[]"))
+        .await
+        .expect("wake stream");
+    let config = create_body(
+        br#"{"type":"pull-wake","pattern":"**","wake_stream":"wake/pool"}"#,
+        false,
+    )
+    .expect("config");
+    let (_, record) = subs.create("s1", config, BASE).await.expect("create");
+    assert!(
+        !record.links.contains_key("wake/pool"),
+        "linked via the pattern"
+    );
+    match subs.add_streams("s1", &["wake/pool".into()]).await {
+        Err(SubscriptionError::Invalid(detail)) => {
+            assert!(detail.contains("wake/pool"), "{detail}")
+        }
+        other => panic!("expected 400 naming the wake stream, got {other:?}"),
+    }
+    assert!(!subs
+        .get("s1")
+        .await
+        .expect("get")
+        .links
+        .contains_key("wake/pool"));
+}

@@ -179,6 +179,17 @@ pub fn stream_list(
     Ok(paths)
 }
 
+/// Refuses `streams` naming `wake_stream`: every wake appends an event to it, which would be
+/// new pending work and wake the subscription again, forever (and grow the stream).
+pub fn own_wake_stream(wake_stream: &str, streams: &[String]) -> Result<(), SubscriptionError> {
+    if streams.iter().any(|s| s == wake_stream) {
+        return Err(invalid(format!(
+            "streams must not include the subscription's own wake_stream {wake_stream}"
+        )));
+    }
+    Ok(())
+}
+
 /// The body of `PUT …/subscriptions/{id}`.
 ///
 /// `allow_dev_webhooks`: see [`webhook_url`].
@@ -222,6 +233,9 @@ pub fn create_body(body: &[u8], allow_dev_webhooks: bool) -> Result<Config, Subs
         .transpose()?;
     if kind == Kind::PullWake && wake_stream.is_none() {
         return Err(invalid("pull-wake subscriptions require wake_stream"));
+    }
+    if let Some(wake) = &wake_stream {
+        own_wake_stream(wake, &streams)?;
     }
     let description = opt_string(&body, "description")?.map(str::to_owned);
     if description

@@ -320,6 +320,9 @@ impl Subscriptions {
     pub async fn add_streams(&self, id: &str, paths: &[String]) -> Result<(), E> {
         let max = self.limits.max_streams_per_subscription;
         self.update(id, |record, _| {
+            if let Some(wake) = &record.config.wake_stream {
+                super::input::own_wake_stream(wake, paths)?;
+            }
             for path in paths {
                 match record.links.get_mut(path) {
                     Some(link) => link.explicit = true,
