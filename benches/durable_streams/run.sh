@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # liveresults serve against the Node reference Durable Streams server (@durable-streams/server
-# 0.3.7, in memory and file-backed) with the official client: builds the binary, installs the
+# 0.3.7, in memory and file-backed) and a do-nothing "client floor" server (floor_server.mjs) with
+# the official client: builds the binary, installs the
 # pinned npm packages here on first use, runs bench.mjs and prints a markdown table.
 # BENCH_SINGLE sets the number of single-message writes (default 2000).
 set -euo pipefail
