@@ -534,7 +534,7 @@ async fn a_subscription_never_follows_its_own_wake_stream() {
     );
     match own {
         Err(SubscriptionError::Invalid(detail)) => {
-            assert!(detail.contains("wake/pool"), "{detail}")
+            assert!(detail.contains("wake/pool"), "{detail}");
         }
         other => panic!("expected 400 naming the wake stream, got {other:?}"),
     }
@@ -558,7 +558,7 @@ async fn a_subscription_never_follows_its_own_wake_stream() {
     );
     match subs.add_streams("s1", &["wake/pool".into()]).await {
         Err(SubscriptionError::Invalid(detail)) => {
-            assert!(detail.contains("wake/pool"), "{detail}")
+            assert!(detail.contains("wake/pool"), "{detail}");
         }
         other => panic!("expected 400 naming the wake stream, got {other:?}"),
     }
@@ -568,4 +568,43 @@ async fn a_subscription_never_follows_its_own_wake_stream() {
         .expect("get")
         .links
         .contains_key("wake/pool"));
+}
+
+/// The links of all subscriptions together are capped (the delivery task scans every link on
+/// each pass): a create or add beyond answers 403, as does the per-subscription cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_of_all_subscriptions_are_capped_together() {
+    let config = StreamsConfig {
+        subscriptions: SubscriptionLimits {
+            max_total_links: 3,
+            ..SubscriptionLimits::default()
+        },
+        ..StreamsConfig::default()
+    };
+    let streams = Streams::memory(config).await.expect("memory");
+    let subs = streams.subscriptions();
+    let explicit = |names: &str| {
+        create_body(
+            format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#).as_bytes(),
+            false,
+        )
+        .expect("config")
+    };
+    subs.create("s1", explicit(r#""a","b""#), BASE)
+        .await
+        .expect("two links");
+    let refused = subs.create("s2", explicit(r#""c","d""#), BASE).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.code()),
+        Err("TOO_MANY_SUBSCRIPTION_STREAMS")
+    );
+    subs.create("s2", explicit(r#""c""#), BASE)
+        .await
+        .expect("the third link");
+    let refused = subs.add_streams("s2", &["d".into()]).await;
+    assert_eq!(refused.map_err(|e| e.status()), Err(403));
+    // Re-linking an already linked stream adds nothing.
+    subs.add_streams("s2", &["c".into()])
+        .await
+        .expect("already linked");
 }

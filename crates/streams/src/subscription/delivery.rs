@@ -85,6 +85,8 @@ impl Subscriptions {
             .collect();
         super::in_flight::prune(&mut lock(&self.in_flight), &generations);
         for record in records {
+            // One subscription's step at a time: other tasks run between them.
+            tokio::task::yield_now().await;
             match self.step(&record).await {
                 Err(SubscriptionError::NotFound(_)) => {
                     lock(&self.in_flight).retain(|(id, _)| *id != record.id);
@@ -117,16 +119,32 @@ impl Subscriptions {
         } else {
             names.into_iter().collect()
         };
-        let max = self.limits.max_streams_per_subscription;
+        let (max, total) = (
+            self.limits.max_streams_per_subscription,
+            self.limits.max_total_links,
+        );
         for record in records {
-            let new: Vec<&String> = (names.iter())
-                .filter(|n| !record.links.contains_key(*n) && self.may_glob_link(&record.config, n))
-                .filter(|n| self.meta(n).is_some())
-                .collect();
+            let mut new: Vec<&String> = Vec::new();
+            for (i, n) in names.iter().enumerate() {
+                // Up to 100,000 names per pattern: other tasks run every few hundred matches.
+                if i % 256 == 255 {
+                    tokio::task::yield_now().await;
+                }
+                if !record.links.contains_key(n)
+                    && self.may_glob_link(&record.config, n)
+                    && self.meta(n).is_some()
+                {
+                    new.push(n);
+                }
+            }
             if new.is_empty() {
                 continue;
             }
-            if record.links.len() >= max {
+            let elsewhere = self.links_elsewhere(&record.id);
+            let full = |r: &Record| {
+                r.links.len() >= max || elsewhere.saturating_add(r.links.len()) >= total
+            };
+            if full(&record) {
                 self.refresh_glob_links(&record).await;
             }
             let linked = self.update(&record.id, |r, now| {
@@ -134,10 +152,10 @@ impl Subscriptions {
                     if r.links.contains_key(*name) {
                         continue;
                     }
-                    if r.links.len() >= max {
+                    if full(r) {
                         self.drop_dead_glob_links(r, now);
                     }
-                    if r.links.len() >= max {
+                    if full(r) {
                         return Ok(Some((*name).clone()));
                     }
                     let from_start = self

@@ -50,6 +50,10 @@ pub enum SubscriptionError {
     /// The subscription would link too many streams (403 `TOO_MANY_SUBSCRIPTION_STREAMS`).
     #[error("a subscription links at most {0} streams")]
     TooManyStreams(usize),
+    /// All subscriptions together would link too many streams (403
+    /// `TOO_MANY_SUBSCRIPTION_STREAMS`).
+    #[error("the server's subscriptions link at most {0} streams in all")]
+    TooManyLinks(usize),
     /// Other hosts kept changing the subscription first (503).
     #[error("subscription {0:?}: other requests kept changing it first; retry")]
     Contended(String),
@@ -68,7 +72,7 @@ impl SubscriptionError {
         match self {
             E::Invalid(_) | E::WebhookUrl(_) | E::WrongKind(_) => 400,
             E::TokenInvalid => 401,
-            E::TooManySubscriptions(_) | E::TooManyStreams(_) => 403,
+            E::TooManySubscriptions(_) | E::TooManyStreams(_) | E::TooManyLinks(_) => 403,
             E::NotFound(_) | E::NoRoute(_) => 404,
             E::Exists(_)
             | E::Fenced
@@ -96,7 +100,7 @@ impl SubscriptionError {
             E::NoPendingWork => "NO_PENDING_WORK",
             E::InvalidOffset(_) => "INVALID_OFFSET",
             E::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
-            E::TooManyStreams(_) => "TOO_MANY_SUBSCRIPTION_STREAMS",
+            E::TooManyStreams(_) | E::TooManyLinks(_) => "TOO_MANY_SUBSCRIPTION_STREAMS",
             E::Contended(_) | E::Store(_) | E::Stream(_) => "UNAVAILABLE",
         }
     }

@@ -9,11 +9,34 @@
 //! not seen yet keeps its link. A match refused all the same is logged once per subscription
 //! until it links again (then at debug level: it would repeat on every append).
 
+use super::error::SubscriptionError;
 use super::manager::{lock, Subscriptions};
 use super::Record;
 use crate::engine::expired;
 
 impl Subscriptions {
+    /// Links of every subscription but `id`, as this host's cache has them.
+    pub(crate) fn links_elsewhere(&self, id: &str) -> usize {
+        (lock(&self.cache).iter())
+            .filter(|(other, _)| other.as_str() != id)
+            .map(|(_, r)| r.links.len())
+            .fold(0, usize::saturating_add)
+    }
+
+    /// Refuses `links` more links for `id` when all subscriptions together would pass
+    /// [`super::SubscriptionLimits::max_total_links`].
+    pub(crate) fn check_total_links(
+        &self,
+        id: &str,
+        links: usize,
+    ) -> Result<(), SubscriptionError> {
+        let max = self.limits.max_total_links;
+        if self.links_elsewhere(id).saturating_add(links) > max {
+            return Err(SubscriptionError::TooManyLinks(max));
+        }
+        Ok(())
+    }
+
     /// Whether stream `name` is gone as this host sees it: absent, deleted or expired.
     fn stream_gone(&self, name: &str, now: u64) -> bool {
         let Some(slot) = self.engine.slot(name) else {

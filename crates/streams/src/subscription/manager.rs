@@ -246,6 +246,7 @@ impl Subscriptions {
             if links.len() > self.limits.max_streams_per_subscription {
                 return Err(E::TooManyStreams(self.limits.max_streams_per_subscription));
             }
+            self.check_total_links(id, links.len())?;
             let record = Record {
                 v: super::RECORD_VERSION,
                 id: id.to_owned(),
@@ -323,6 +324,7 @@ impl Subscriptions {
             if let Some(wake) = &record.config.wake_stream {
                 super::input::own_wake_stream(wake, paths)?;
             }
+            let before = record.links.len();
             for path in paths {
                 match record.links.get_mut(path) {
                     Some(link) => link.explicit = true,
@@ -335,6 +337,9 @@ impl Subscriptions {
             }
             if record.links.len() > max {
                 return Err(E::TooManyStreams(max));
+            }
+            if record.links.len() > before {
+                self.check_total_links(id, record.links.len())?;
             }
             Ok(())
         })

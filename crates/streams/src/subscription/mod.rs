@@ -47,6 +47,9 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_000;
 /// Default of [`SubscriptionLimits::max_streams_per_subscription`].
 pub const DEFAULT_MAX_SUBSCRIPTION_STREAMS: usize = 1_000;
 
+/// Default of [`SubscriptionLimits::max_total_links`].
+pub const DEFAULT_MAX_TOTAL_LINKS: usize = 100_000;
+
 /// The format version of a stored [`Record`].
 pub const RECORD_VERSION: u8 = 1;
 
@@ -59,6 +62,10 @@ pub struct SubscriptionLimits {
     /// Streams one subscription links at most, explicit and glob together (default 1,000);
     /// a create or add beyond answers 403, and glob matches beyond are not linked.
     pub max_streams_per_subscription: usize,
+    /// Links of all subscriptions together (default 100,000): every pass of the delivery task
+    /// looks at each link, so the product of the two caps above must not be what bounds it. A
+    /// create or add beyond answers 403, and glob matches beyond are not linked.
+    pub max_total_links: usize,
     /// Development mode (`serve --allow-dev-webhooks`, default off): webhooks may target
     /// `http://localhost` / `http://127.0.0.x` and names resolving to loopback. Off, any
     /// write-role client could make the server POST to its own or a sidecar's local ports.
@@ -70,6 +77,7 @@ impl Default for SubscriptionLimits {
         SubscriptionLimits {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_streams_per_subscription: DEFAULT_MAX_SUBSCRIPTION_STREAMS,
+            max_total_links: DEFAULT_MAX_TOTAL_LINKS,
             allow_dev_webhooks: false,
         }
     }
