@@ -341,9 +341,7 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
     use ed25519_dalek::{Signature, Verifier, VerifyingKey};
     use liveresults_streams::subscription::signing::base64url_decode;
 
-    let streams = Streams::memory(StreamsConfig::default())
-        .await
-        .expect("memory");
+    let streams = Streams::memory(dev_webhooks(true)).await.expect("memory");
     let (engine, subs) = (streams.engine(), streams.subscriptions());
     let (url, mut calls) = receiver().await;
     engine
@@ -412,6 +410,48 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the wake was not auto-acked");
+}
+
+/// Settings with loopback webhooks allowed or not (`serve --allow-dev-webhooks`).
+fn dev_webhooks(allow: bool) -> StreamsConfig {
+    let mut config = StreamsConfig::default();
+    config.subscriptions.allow_dev_webhooks = allow;
+    config
+}
+
+/// A stored webhook URL today's rules refuse (here: loopback, stored while development
+/// webhooks were allowed, delivered by a server where they are not) is never called: the
+/// delivery fails and is retried later like any failed delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_webhook_url_the_rules_now_refuse_is_not_called() {
+    let streams = Streams::memory(dev_webhooks(false)).await.expect("memory");
+    let (engine, subs) = (streams.engine(), streams.subscriptions());
+    let (url, mut calls) = receiver().await;
+    engine
+        .create("events/a", create("text/plain", "abc"))
+        .await
+        .expect("a");
+    let body =
+        format!(r#"{{"type":"webhook","streams":["events/a"],"webhook":{{"url":"{url}"}}}}"#);
+    // Accepted as if the server had allowed development webhooks when it was created.
+    let config = create_body(body.as_bytes(), true).expect("config");
+    subs.create("hook", config, BASE).await.expect("create");
+    engine
+        .append("events/a", append("text/plain", "de", None))
+        .await
+        .expect("append");
+    subs.touched("events/a");
+    let mut record = subs.get("hook").await.expect("get");
+    for _ in 0..200 {
+        if record.failures > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        record = subs.get("hook").await.expect("get");
+    }
+    assert_eq!((record.failures, record.status()), (1, "failed"));
+    let call = tokio::time::timeout(Duration::from_millis(300), calls.recv()).await;
+    assert!(call.is_err(), "the refused URL was called: {call:?}");
 }
 
 /// Waits until subscription `id` links stream `name`.

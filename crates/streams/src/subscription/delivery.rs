@@ -348,7 +348,13 @@ impl Subscriptions {
     }
 
     /// The POST itself: `Ok(done)` on a 2xx answer.
+    ///
+    /// The URL is checked again with today's rules (a record stored before a rule was added,
+    /// or by a server started with `--allow-dev-webhooks`, must not reach an address the
+    /// rules now refuse), and errors leave the URL out: its query may hold a secret.
     async fn post(&self, url: &str, body: String) -> Result<bool, String> {
+        super::input::webhook_url(url, self.limits.allow_dev_webhooks)
+            .map_err(|e| format!("the webhook URL is not allowed: {e}"))?;
         let unix_secs = now_ms() / 1000;
         let signature = self.signer.webhook_signature(body.as_bytes(), unix_secs);
         let mut response = (self.client.post(url))
@@ -358,12 +364,12 @@ impl Subscriptions {
             .body(body)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.without_url().to_string())?;
         if !response.status().is_success() {
             return Err(format!("the webhook answered {}", response.status()));
         }
         let mut answer = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = (response.chunk().await).map_err(|e| e.without_url().to_string())? {
             if answer.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
                 return Ok(false);
             }
