@@ -46,6 +46,7 @@ async fn two_hosts_share_subscriptions_claims_and_keys() {
         .expect("wake stream");
     let config = create_body(
         br#"{"type":"pull-wake","streams":["events/a"],"wake_stream":"wake/pool","lease_ttl_ms":60000}"#,
+        false,
     )
     .expect("config");
     let (created, _) = (a.subscriptions())
@@ -150,6 +151,7 @@ async fn an_ack_of_a_tail_seen_on_another_host_is_accepted() {
         .expect("events/a");
     let config = create_body(
         br#"{"type":"pull-wake","streams":["events/a"],"wake_stream":"wake/pool","lease_ttl_ms":60000}"#,
+        false,
     )
     .expect("config");
     (a.subscriptions())

@@ -293,12 +293,12 @@ async fn caps_refuse_extra_subscriptions_and_links() {
         .expect("room again");
 }
 
+/// What a [`receiver`] was sent: each call's signature header and body.
+type Calls = tokio::sync::mpsc::UnboundedReceiver<(String, String)>;
+
 /// A webhook receiver on 127.0.0.1: answers 500 to the first request, then `{"done":true}`;
 /// sends each request's signature header and body to the test.
-async fn receiver() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-) {
+async fn receiver() -> (String, Calls) {
     use axum::http::{HeaderMap, StatusCode};
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -327,47 +327,43 @@ async fn receiver() -> (
     (url, rx)
 }
 
-async fn next_call(
-    calls: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-) -> (String, String) {
+async fn next_call(calls: &mut Calls) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(5), calls.recv())
         .await
         .expect("a webhook call")
         .expect("open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-    use liveresults_streams::subscription::signing::base64url_decode;
-
-    let streams = Streams::memory(dev_webhooks(true)).await.expect("memory");
+/// A service (loopback webhooks allowed or not, as `serve --allow-dev-webhooks`) holding
+/// webhook subscription "hook" on `events/a` to a fresh [`receiver`] — stored as if loopback
+/// webhooks were allowed — with data appended past its cursor, so a wake is due.
+async fn webhook_due(allow_dev: bool) -> (Streams, Calls) {
+    let mut config = StreamsConfig::default();
+    config.subscriptions.allow_dev_webhooks = allow_dev;
+    let streams = Streams::memory(config).await.expect("memory");
     let (engine, subs) = (streams.engine(), streams.subscriptions());
-    let (url, mut calls) = receiver().await;
+    let (url, calls) = receiver().await;
     engine
         .create("events/a", create("text/plain", "abc"))
         .await
         .expect("a");
     let body =
         format!(r#"{{"type":"webhook","streams":["events/a"],"webhook":{{"url":"{url}"}}}}"#);
-    subs.create(
-        "hook",
-        create_body(body.as_bytes(), true).expect("config"),
-        BASE,
-    )
-    .await
-    .expect("create");
+    let config = create_body(body.as_bytes(), true).expect("config");
+    subs.create("hook", config, BASE).await.expect("create");
     engine
         .append("events/a", append("text/plain", "de", None))
         .await
         .expect("append");
     subs.touched("events/a");
+    (streams, calls)
+}
 
-    let failed_at = std::time::Instant::now();
-    let _ = next_call(&mut calls).await;
-    // The failure is recorded and the next attempt waits about a second (±20 %).
+/// Waits until "hook" records a failed delivery; asserts it is the first, and the status.
+async fn first_failure(streams: &Streams) {
+    let subs = streams.subscriptions();
     let mut record = subs.get("hook").await.expect("get");
-    for _ in 0..100 {
+    for _ in 0..200 {
         if record.failures > 0 {
             break;
         }
@@ -375,6 +371,19 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
         record = subs.get("hook").await.expect("get");
     }
     assert_eq!((record.failures, record.status()), (1, "failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use liveresults_streams::subscription::signing::base64url_decode;
+
+    let (streams, mut calls) = webhook_due(true).await;
+    let subs = streams.subscriptions();
+    let failed_at = std::time::Instant::now();
+    let _ = next_call(&mut calls).await;
+    // The failure is recorded and the next attempt waits about a second (±20 %).
+    first_failure(&streams).await;
     let (signature, body) = next_call(&mut calls).await;
     assert!(
         failed_at.elapsed() >= Duration::from_millis(750),
@@ -412,44 +421,13 @@ async fn webhooks_are_signed_retried_with_backoff_and_auto_acked() {
     panic!("the wake was not auto-acked");
 }
 
-/// Settings with loopback webhooks allowed or not (`serve --allow-dev-webhooks`).
-fn dev_webhooks(allow: bool) -> StreamsConfig {
-    let mut config = StreamsConfig::default();
-    config.subscriptions.allow_dev_webhooks = allow;
-    config
-}
-
 /// A stored webhook URL today's rules refuse (here: loopback, stored while development
 /// webhooks were allowed, delivered by a server where they are not) is never called: the
 /// delivery fails and is retried later like any failed delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_webhook_url_the_rules_now_refuse_is_not_called() {
-    let streams = Streams::memory(dev_webhooks(false)).await.expect("memory");
-    let (engine, subs) = (streams.engine(), streams.subscriptions());
-    let (url, mut calls) = receiver().await;
-    engine
-        .create("events/a", create("text/plain", "abc"))
-        .await
-        .expect("a");
-    let body =
-        format!(r#"{{"type":"webhook","streams":["events/a"],"webhook":{{"url":"{url}"}}}}"#);
-    // Accepted as if the server had allowed development webhooks when it was created.
-    let config = create_body(body.as_bytes(), true).expect("config");
-    subs.create("hook", config, BASE).await.expect("create");
-    engine
-        .append("events/a", append("text/plain", "de", None))
-        .await
-        .expect("append");
-    subs.touched("events/a");
-    let mut record = subs.get("hook").await.expect("get");
-    for _ in 0..200 {
-        if record.failures > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        record = subs.get("hook").await.expect("get");
-    }
-    assert_eq!((record.failures, record.status()), (1, "failed"));
+    let (streams, mut calls) = webhook_due(false).await;
+    first_failure(&streams).await;
     let call = tokio::time::timeout(Duration::from_millis(300), calls.recv()).await;
     assert!(call.is_err(), "the refused URL was called: {call:?}");
 }
