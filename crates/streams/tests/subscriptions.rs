@@ -28,6 +28,12 @@ fn pull_config(lease_ms: u64) -> liveresults_streams::subscription::Config {
     create_body(body.as_bytes(), false).expect("config")
 }
 
+/// A pull-wake subscription over the streams `names` (JSON strings, comma-separated).
+fn explicit(names: &str) -> liveresults_streams::subscription::Config {
+    let body = format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#);
+    create_body(body.as_bytes(), false).expect("config")
+}
+
 /// Waits until the wake stream holds an event of generation `generation`.
 async fn wait_for_wake(streams: &Streams, generation: u64) -> String {
     for _ in 0..200 {
@@ -248,13 +254,6 @@ async fn caps_refuse_extra_subscriptions_and_links() {
     };
     let streams = Streams::memory(config).await.expect("memory");
     let subs = streams.subscriptions();
-    let explicit = |names: &str| {
-        create_body(
-            format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#).as_bytes(),
-            false,
-        )
-        .expect("config")
-    };
     let refused = subs.create("big", explicit(r#""a","b","c""#), BASE).await;
     assert!(
         matches!(refused, Err(SubscriptionError::TooManyStreams(2))),
@@ -601,13 +600,6 @@ async fn links_of_all_subscriptions_are_capped_together() {
     };
     let streams = Streams::memory(config).await.expect("memory");
     let subs = streams.subscriptions();
-    let explicit = |names: &str| {
-        create_body(
-            format!(r#"{{"type":"pull-wake","streams":[{names}],"wake_stream":"w"}}"#).as_bytes(),
-            false,
-        )
-        .expect("config")
-    };
     subs.create("s1", explicit(r#""a","b""#), BASE)
         .await
         .expect("two links");
